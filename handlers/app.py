@@ -1,0 +1,116 @@
+"""The app factory: builds the Connexion app from the contract under `openapi/`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from connexion import AsyncApp
+from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
+from connexion.resolver import Resolution, Resolver
+from connexion.spec import Specification
+from starlette.middleware.cors import CORSMiddleware
+
+from handlers import errors, runtime
+from handlers.middleware import RequestContextMiddleware
+from handlers.security import PermissionMiddleware
+from handlers.settings import Settings, load_settings
+from handlers.tokens import TokenConfig
+from handlers.validation import validator_map
+from persistence import db
+
+SPEC_DIR = Path(__file__).resolve().parent.parent / "openapi"
+API_SPEC = SPEC_DIR / "openapi.yaml"
+ROOT_SPEC = SPEC_DIR / "root.yaml"
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+
+def load_spec(path: Path = API_SPEC) -> dict[str, Any]:
+    """Return the spec at `path` with every $ref (across files) resolved."""
+    return Specification.load(path).spec
+
+
+def operation_scopes(spec: dict[str, Any]) -> dict[str, list[str] | None]:
+    """Map each operationId to the scopes it requires, or None for a public one (`security: []`)."""
+    scopes: dict[str, list[str] | None] = {}
+    for item in spec.get("paths", {}).values():
+        for method in HTTP_METHODS:
+            operation = item.get(method)
+            if operation is None:
+                continue
+            security = operation.get("security", spec.get("security"))
+            scopes[operation["operationId"]] = None if security == [] else list(operation.get("x-required-scopes", []))
+    return scopes
+
+
+def role_scopes(spec: dict[str, Any]) -> dict[str, list[str]]:
+    """Return the `x-role-scopes` of the bearer security scheme: role -> scopes granted."""
+    return spec["components"]["securitySchemes"]["bearerAuth"]["x-role-scopes"]
+
+
+class TagResolver(Resolver):
+    """Resolve an operation to `handlers.<first tag>.<operationId>` (tag kebab-case -> module snake_case).
+
+    Keeps operationIds equal to the Python function names, and makes an operation's handler
+    findable from its tag alone.
+    """
+
+    def resolve(self, operation: Any) -> Resolution:
+        """Return the handler function of `operation`; ResolverError if it does not exist."""
+        tag = operation._operation["tags"][0].replace("-", "_")
+        function = self.resolve_function_from_operation_id(f"handlers.{tag}.{operation.operation_id}")
+        return Resolution(function, operation.operation_id)
+
+
+def create_app(settings: Settings | None = None) -> AsyncApp:
+    """Build the hub's ASGI app: both contracts, security, validation, errors, middleware.
+
+    Configures the database engine from `settings.database_url` (migrations are applied by the
+    CLI, not here).
+    """
+    settings = settings or load_settings()
+    db.configure(settings.database_url)
+    api_spec, root_spec = load_spec(API_SPEC), load_spec(ROOT_SPEC)
+    runtime.install(
+        runtime.Runtime(
+            settings=settings,
+            tokens=TokenConfig(
+                secret=settings.signing_secret(),
+                algorithm=settings.jwt_algorithm,
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                access_ttl=settings.access_token_ttl_seconds,
+                refresh_ttl=settings.refresh_token_ttl_seconds,
+            ),
+            role_scopes=role_scopes(api_spec),
+            operation_scopes={**operation_scopes(api_spec), **operation_scopes(root_spec)},
+        )
+    )
+    app = AsyncApp(
+        __name__,
+        strict_validation=True,
+        validate_responses=settings.response_validation,
+        validator_map=validator_map(),
+        swagger_ui_options=SwaggerUIOptions(swagger_ui=settings.swagger_ui_enabled),
+        resolver=TagResolver(),
+    )
+    app.add_api(api_spec, base_path="/api/v1", name="api")
+    app.add_api(root_spec, base_path="", name="root", swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
+    app.add_middleware(PermissionMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
+    app.add_middleware(
+        CORSMiddleware,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        allow_origins=settings.origins,
+        allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key"],
+        expose_headers=["X-Request-ID"],
+        max_age=600,
+    )
+    app.add_middleware(
+        RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, max_body_bytes=settings.max_body_bytes
+    )
+    errors.register(app)
+    logging.getLogger("hub").setLevel(logging.INFO)
+    return app

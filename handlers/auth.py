@@ -1,0 +1,104 @@
+"""Operations of tag `auth` (openapi/paths/auth.yaml). Seeds: integration runbook section 3,
+backend integration guide "Authentication Flow"."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlmodel import Session
+
+from handlers import runtime, views
+from handlers.errors import ApiError
+from handlers.security import INVALID_CREDENTIALS, INVALID_TOKEN, Caller, refuse_standing, request_actor
+from handlers.tokens import decode, mint_access, mint_refresh
+from persistence import accounts, audit, refresh_tokens, tenants, users
+from persistence.db import transaction
+from persistence.models import User
+from persistence.refresh_tokens import RefreshRejected
+
+
+def register(body: dict) -> tuple[dict, int]:
+    """Create a tenant on the free plan with its first tenant_admin, and sign that admin in."""
+    with transaction() as session:
+        tenant, user = accounts.register_tenant(
+            session, email=body["email"], password=body["password"], name=body["name"], tenant_name=body["tenantName"]
+        )
+        audit.record(session, tenant_id=tenant.id, actor=request_actor(user), action="tenant.register", resource_type="tenant",
+                     resource_id=tenant.id, changes={"tenantName": tenant.name, "email": user.email})
+        return _sign_in(session, user), 201
+
+
+def login(body: dict) -> dict:
+    """Exchange email and password for tokens; every attempt, failed or not, is audited."""
+    with transaction() as session:
+        result = accounts.check_password(session, email=body["email"], password=body["password"])
+        user = result.user
+        audit.record(session, tenant_id=user.tenant_id if user else None, actor=request_actor(user),
+                     action="auth.login", resource_type="user", resource_id=user.id if user else None,
+                     changes={"email": users.normalize_email(body["email"]), "failure": result.failure},
+                     outcome="failure" if result.failure else "success")
+        tokens = None
+        if not result.failure:
+            users.record_login(session, user=user)
+            tokens = _sign_in(session, user)
+    refuse_standing(result.failure, invalid=INVALID_CREDENTIALS)
+    return tokens
+
+
+def refresh(body: dict) -> dict:
+    """Rotate a refresh token; a reused one revokes its whole family (RFC 9700 section 4.14.2)."""
+    claims = decode(runtime.get().tokens, body["refreshToken"], typ="refresh")
+    user_id = uuid.UUID(claims["sub"])
+    rejected, tokens = None, None
+    with transaction() as session:
+        try:
+            row = refresh_tokens.consume(session, token_id=uuid.UUID(claims["jti"]), user_id=user_id)
+        except RefreshRejected as exc:
+            rejected = exc.reason  # commit below: a reuse has just revoked the family
+        else:
+            standing = accounts.check_user(session, user_id=user_id)
+            refuse_standing(standing.failure, invalid=INVALID_TOKEN)
+            tokens = _sign_in(session, standing.user, family_id=row.family_id)
+    if rejected:
+        raise ApiError(401, "INVALID_TOKEN", f"Refresh token is {rejected}" if rejected != "unknown" else "Token is invalid")
+    return tokens
+
+
+def logout(body: dict, token_info: dict) -> tuple[None, int]:
+    """Revoke the caller's refresh token and its family; another user's token is left alone."""
+    caller = Caller.from_token(token_info)
+    try:
+        claims = decode(runtime.get().tokens, body["refreshToken"], typ="refresh")
+    except ApiError:
+        raise ApiError(400, "VALIDATION_ERROR", "refreshToken is not a valid refresh token",
+                       details={"field": "refreshToken"}) from None
+    with transaction() as session:
+        if refresh_tokens.revoke(session, token_id=uuid.UUID(claims["jti"]), user_id=caller.user_id):
+            audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="auth.logout",
+                         resource_type="user", resource_id=caller.user_id)
+    return None, 204
+
+
+def get_me(token_info: dict) -> dict:
+    """Return the caller, its tenant and the scopes its role grants."""
+    caller = Caller.from_token(token_info)
+    with transaction() as session:
+        user = users.find_by_id(session, user_id=caller.user_id)
+        tenant = tenants.get(session, tenant_id=user.tenant_id) if user.tenant_id else None
+        return views.me(user, tenant, list(caller.scopes))
+
+
+def _sign_in(session: Session, user: User, family_id: uuid.UUID | None = None) -> dict:
+    config = runtime.get().tokens
+    row = refresh_tokens.issue(session, user_id=user.id, tenant_id=user.tenant_id,
+                               ttl=timedelta(seconds=config.refresh_ttl), family_id=family_id)
+    return {
+        "accessToken": mint_access(config, user_id=user.id, tenant_id=user.tenant_id, role=user.role),
+        "refreshToken": mint_refresh(config, user_id=user.id, token_id=row.id, family_id=row.family_id),
+        "tokenType": "Bearer",
+        "expiresIn": config.access_ttl,
+        "refreshExpiresIn": config.refresh_ttl,
+        "user": views.auth_user(user),
+    }
+

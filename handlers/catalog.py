@@ -1,0 +1,25 @@
+"""Operations of tag `catalog` (openapi/paths/catalog.yaml). Any signed-in user.
+Seed: integration API implementation, "List Available Integrations (Catalog)"."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from handlers import views
+from persistence import providers
+from persistence.db import transaction
+
+
+def list_catalog(token_info: dict, limit: int = 50, offset: int = 0, category: str | None = None,
+                 search: str | None = None, sortBy: str = "name", sortOrder: str = "asc") -> dict:
+    """Return one page of the providers tenants can enable (audience tenant, status active)."""
+    with transaction() as session:
+        result = providers.list_page(session, limit=limit, offset=offset, category=category, status="active",
+                                     audience="tenant", search=search, sort_by=sortBy, sort_order=sortOrder)
+        return views.page("providers", result, views.provider)
+
+
+def get_catalog_provider(category: str, id: str, token_info: dict) -> dict:
+    """Return one catalog provider; a system or inactive provider answers 404."""
+    with transaction() as session:
+        return views.provider(providers.get_listed(session, provider_id=UUID(id), category=category))

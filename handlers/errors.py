@@ -1,0 +1,132 @@
+"""The one error envelope, and the handlers that put every error into it.
+
+`{"error": {"code", "message", "details"?, "requestId"}}` for every 4xx/5xx, whether a handler,
+a domain rule, Connexion (validation, security, routing) or Starlette raised it. No stack trace
+ever leaves the server: unexpected exceptions are logged with the request id and answered as
+INTERNAL_ERROR.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from starlette.exceptions import HTTPException
+
+from handlers.request_context import current_request_id
+from persistence.errors import DomainError
+
+logger = logging.getLogger("hub.errors")
+
+_CODE_BY_STATUS = {
+    400: "VALIDATION_ERROR",
+    401: "INVALID_TOKEN",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "VALIDATION_ERROR",
+    415: "VALIDATION_ERROR",
+    429: "RATE_LIMIT_EXCEEDED",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+class ApiError(ProblemException):
+    """An error the hub answers on purpose, with its envelope `code` (e.g. TENANT_SUSPENDED).
+
+    A ProblemException so that Connexion's security layer, which picks the most specific of
+    several failed schemes by `status`, passes it through unchanged.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status=status, title=code, detail=message, headers=headers)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def envelope(code: str, message: str, details: dict[str, Any] | None = None, **extra: Any) -> dict:
+    """Return the error envelope body with the current request id."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    error.update(extra)
+    error["requestId"] = current_request_id()
+    return {"error": error}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ConnexionResponse:
+    """Return a JSON response carrying the error envelope."""
+    return ConnexionResponse(
+        status_code=status,
+        mimetype="application/json",
+        content_type="application/json",
+        body=json.dumps(envelope(code, message, details)),
+        headers=headers or {},
+    )
+
+
+async def handle_api_error(_request: ConnexionRequest, exc: ApiError) -> ConnexionResponse:
+    """Answer an ApiError with its own status, code and message."""
+    return error_response(exc.status, exc.code, exc.message, exc.details, dict(exc.headers or {}))
+
+
+async def handle_domain_error(_request: ConnexionRequest, exc: DomainError) -> ConnexionResponse:
+    """Answer a domain error (NotFound, Conflict, ...) raised below the HTTP edge."""
+    return error_response(exc.status, exc.code, exc.message, exc.details)
+
+
+async def handle_problem(_request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
+    """Answer a problem raised by Connexion itself (validation, security, content type)."""
+    status = exc.status or 500
+    code = _CODE_BY_STATUS.get(status, "INTERNAL_ERROR")
+    message = str(exc.detail or exc.title or "Request failed")
+    if status == 401 and message.startswith("No authorization token"):
+        code, message = "NO_TOKEN", "Authorization header missing or not a Bearer token"
+    if status >= 500:
+        logger.error("problem %s: %s", status, message)
+        message = "An unexpected error occurred"
+    return error_response(status, code, message, headers=dict(exc.headers or {}))
+
+
+async def handle_http_exception(_request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+    """Answer a Starlette HTTPException (unknown path 404, wrong method 405, ...)."""
+    status = exc.status_code
+    code = _CODE_BY_STATUS.get(status, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR")
+    message = exc.detail if isinstance(exc.detail, str) and status < 500 else "Request failed"
+    if status == 404:
+        message = "No such resource"
+    return error_response(status, code, message, headers=dict(exc.headers or {}))
+
+
+async def handle_unexpected(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    """Log an unexpected exception with its stack trace and answer 500 INTERNAL_ERROR."""
+    logger.error("unhandled error (request %s)", current_request_id(), exc_info=exc)
+    return error_response(500, "INTERNAL_ERROR", "An unexpected error occurred")
+
+
+def register(app: Any) -> None:
+    """Register every error handler on the Connexion app, most specific first."""
+    app.add_error_handler(ApiError, handle_api_error)
+    app.add_error_handler(DomainError, handle_domain_error)
+    app.add_error_handler(ProblemException, handle_problem)
+    app.add_error_handler(HTTPException, handle_http_exception)
+    app.add_error_handler(Exception, handle_unexpected)

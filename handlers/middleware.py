@@ -1,0 +1,91 @@
+"""ASGI middleware of the hub: request id, body cap and the per-request log line.
+
+Added by the app factory at `MiddlewarePosition.BEFORE_EXCEPTION`, so it wraps Connexion's
+exception handling: every response, errors included, passes through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from handlers.errors import ApiError
+from handlers.request_context import adopt_request_id, set_request_id
+
+logger = logging.getLogger("hub.request")
+
+
+class BodyTooLarge(ApiError):
+    """The request body exceeded the configured cap (413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, "VALIDATION_ERROR", f"Request body exceeds {limit} bytes", details={"maxBytes": limit})
+
+
+class RequestContextMiddleware:
+    """Give each request an id, cap its body, stamp `X-Request-ID` and log one line.
+
+    The id is taken from the request's `X-Request-ID` header when well-formed, else minted; it
+    is bound to the context so error envelopes and log lines carry the same id.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int = 1024 * 1024) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        request_id = adopt_request_id(headers.get(b"x-request-id", b"").decode("latin-1"))
+        set_request_id(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            receive = self._refuse_body(receive)
+        else:
+            receive = self._counted(receive)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logger.info(
+                "%s %s %s %.1fms",
+                scope.get("method"),
+                scope.get("path"),
+                status_holder["status"],
+                (time.perf_counter() - started) * 1000,
+                extra={"request_id": request_id},
+            )
+
+    def _refuse_body(self, receive: Receive) -> Receive:
+        async def refuse() -> Message:
+            raise BodyTooLarge(self.max_body_bytes)
+
+        return refuse
+
+    def _counted(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise BodyTooLarge(self.max_body_bytes)
+            return message
+
+        return counted

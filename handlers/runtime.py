@@ -1,0 +1,40 @@
+"""What the app factory builds once and the operation functions read: settings, token config,
+and the authorization rules declared in the spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from handlers.settings import Settings
+from handlers.tokens import TokenConfig
+
+
+@dataclass
+class Runtime:
+    """The serving process's configuration, set by `handlers.app.create_app`.
+
+    `role_scopes` maps a role to the scopes it grants (`x-role-scopes` of the bearer scheme);
+    `operation_scopes` maps an operationId to the scopes it requires (`x-required-scopes`), or
+    None for a public operation (`security: []`).
+    """
+
+    settings: Settings
+    tokens: TokenConfig
+    role_scopes: dict[str, list[str]] = field(default_factory=dict)
+    operation_scopes: dict[str, list[str] | None] = field(default_factory=dict)
+
+
+_current: Runtime | None = None
+
+
+def install(runtime: Runtime) -> None:
+    """Make `runtime` the process's runtime (one app per process)."""
+    global _current
+    _current = runtime
+
+
+def get() -> Runtime:
+    """Return the process's runtime; RuntimeError if no app was created."""
+    if _current is None:
+        raise RuntimeError("the app has not been created (handlers.app.create_app)")
+    return _current

@@ -1,0 +1,102 @@
+"""The hub's configuration: one pydantic-settings object, read once at start-up and passed down.
+
+Every setting is documented in README.md ("Configuration"). `persistence/` and `connectors/`
+never read the environment; they receive what they need from this object.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Hub settings from the environment (names in upper case, e.g. `DATABASE_URL`).
+
+    Raises `pydantic.ValidationError` at start-up when a production deployment lacks a secret
+    (`JWT_SECRET`) or sets an unsafe value, so a bad configuration never serves a request.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True
+    )
+
+    hub_env: Literal["development", "production"] = "development"
+    hub_host: str = "127.0.0.1"
+    hub_port: int = Field(default=8000, ge=1, le=65535)
+    var_dir: Path = Field(default=PROJECT_ROOT / "var", alias="HUB_VAR_DIR")
+    database_url: str = ""
+    jwt_secret: str = ""
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = "integration-hub"
+    jwt_audience: str = "integration-hub-api"
+    access_token_ttl_seconds: int = Field(default=15 * 60, ge=30, le=24 * 3600)
+    refresh_token_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60, le=90 * 24 * 3600)
+    allowed_origins: str = "http://localhost:3000,http://127.0.0.1:3000"
+    hub_admin_email: str = "admin@hub.local"
+    hub_admin_password: str = ""
+    max_body_bytes: int = Field(default=1024 * 1024, alias="HUB_MAX_BODY_BYTES", ge=1024)
+    outbound_timeout_seconds: float = Field(default=10.0, alias="HUB_OUTBOUND_TIMEOUT", gt=0, le=60)
+    validate_responses: bool | None = Field(default=None, alias="HUB_VALIDATE_RESPONSES")
+    swagger_ui: bool | None = Field(default=None, alias="HUB_SWAGGER_UI")
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_is_strong(cls, value: str) -> str:
+        if value and len(value) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_development_defaults(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.var_dir / 'hub.db'}"
+        if self.hub_env == "production" and not self.jwt_secret:
+            raise ValueError("JWT_SECRET is required when HUB_ENV=production")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        """True when `HUB_ENV=production`."""
+        return self.hub_env == "production"
+
+    @property
+    def origins(self) -> list[str]:
+        """`ALLOWED_ORIGINS` as a list (comma-separated in the environment)."""
+        return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+    @property
+    def response_validation(self) -> bool:
+        """Validate responses against the spec: on in development and tests, off in production."""
+        return (not self.is_production) if self.validate_responses is None else self.validate_responses
+
+    @property
+    def swagger_ui_enabled(self) -> bool:
+        """Serve Swagger UI: on in development, off in production unless asked for."""
+        return (not self.is_production) if self.swagger_ui is None else self.swagger_ui
+
+    def signing_secret(self) -> str:
+        """Return the JWT signing secret; in development create and keep one under `var/`.
+
+        Keeping it in `var/jwt_secret` lets a restarted development server accept the tokens it
+        issued before the restart.
+        """
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.var_dir / "jwt_secret"
+        if not path.exists():
+            self.var_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+def load_settings(**overrides) -> Settings:
+    """Read the settings from the environment, with keyword overrides (used by tests and the CLI)."""
+    return Settings(**overrides)

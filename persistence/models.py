@@ -1,0 +1,147 @@
+"""SQLModel tables of the hub. Schema changes go through Alembic (`persistence/migrations`).
+
+Every tenant-owned row carries `tenant_id`; queries over such rows live in the module named
+after the table and always filter by the caller's tenant.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime (microseconds kept)."""
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Return `value` as an aware UTC datetime; SQLite hands back naive values stored as UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+def _ts(**kwargs: Any) -> Any:
+    return Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True), **kwargs)
+
+
+def _json(default_factory=list) -> Any:
+    return Field(default_factory=default_factory, sa_type=sa.JSON)
+
+
+class Tenant(SQLModel, table=True):
+    """A customer organisation. `plan` gates premium providers; `status` gates every request."""
+
+    __tablename__ = "tenants"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(max_length=200)
+    plan: str = Field(default="free", max_length=20)
+    status: str = Field(default="active", max_length=20, index=True)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class User(SQLModel, table=True):
+    """A person who signs in. Super admins have no tenant; everyone else belongs to exactly one."""
+
+    __tablename__ = "users"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    tenant_id: Optional[uuid.UUID] = Field(default=None, foreign_key="tenants.id", index=True)
+    email: str = Field(max_length=254, sa_column_kwargs={"unique": True})
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=20)
+    password_hash: str = Field(max_length=255)
+    active: bool = Field(default=True)
+    last_login_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class RefreshToken(SQLModel, table=True):
+    """One issued refresh token (its `jti`). Tokens of one login share a `family_id`.
+
+    Rotation marks the presented token `used_at`; presenting a used token again revokes the
+    whole family (RFC 9700 section 4.14.2, refresh token rotation with reuse detection).
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    id: uuid.UUID = Field(primary_key=True)
+    family_id: uuid.UUID = Field(index=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", index=True)
+    tenant_id: Optional[uuid.UUID] = Field(default=None, index=True)
+    issued_at: datetime = _ts()
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    used_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    revoked_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+
+
+class Provider(SQLModel, table=True):
+    """A catalog entry: an external service the hub can integrate with (platform-owned, no tenant).
+
+    Shape from the integration API seed, "Integration Provider Endpoints", plus `api_base_url`
+    and `test_request`, which the hub needs to reach the service.
+    """
+
+    __tablename__ = "providers"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    provider: str = Field(max_length=63, sa_column_kwargs={"unique": True})
+    name: str = Field(max_length=100)
+    display_name: str = Field(max_length=100)
+    description: Optional[str] = Field(default=None, max_length=1000)
+    category: str = Field(max_length=20, index=True)
+    status: str = Field(max_length=20, index=True)
+    audience: str = Field(max_length=10, index=True)
+    capabilities: list = _json()
+    supported_sync_directions: list = _json()
+    supports_realtime: bool = False
+    supports_webhooks: bool = False
+    supports_notifications: bool = False
+    supports_search: bool = False
+    searchable_entities: list = _json()
+    search_capabilities: Optional[dict] = Field(default=None, sa_type=sa.JSON)
+    requires_user_scoping: bool = False
+    auth_type: str = Field(max_length=10)
+    oauth_config: Optional[dict] = Field(default=None, sa_type=sa.JSON)
+    available_entities: list = _json()
+    entity_mappings: list = _json()
+    icon: str = Field(max_length=200)
+    color: str = Field(max_length=7)
+    version: str = Field(max_length=50)
+    is_premium: bool = False
+    required_plan: Optional[str] = Field(default=None, max_length=20)
+    api_base_url: Optional[str] = Field(default=None, max_length=2048)
+    test_request: Optional[dict] = Field(default=None, sa_type=sa.JSON)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts(index=True)
+
+
+class AuditEntry(SQLModel, table=True):
+    """One audited action: who did what to which resource, from where, and how it ended.
+
+    Written in the same transaction as the change it records. `changes` is already redacted
+    (no secret ever reaches this table). Platform actions have no tenant.
+    """
+
+    __tablename__ = "audit_entries"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    tenant_id: Optional[uuid.UUID] = Field(default=None, index=True)
+    actor_id: Optional[uuid.UUID] = Field(default=None, index=True)
+    actor_role: Optional[str] = Field(default=None, max_length=20)
+    action: str = Field(max_length=100, index=True)
+    resource_type: str = Field(max_length=50)
+    resource_id: Optional[str] = Field(default=None, max_length=100)
+    request_id: Optional[str] = Field(default=None, max_length=100)
+    ip: Optional[str] = Field(default=None, max_length=64)
+    changes: Optional[dict] = Field(default=None, sa_type=sa.JSON)
+    outcome: str = Field(default="success", max_length=10)
+    created_at: datetime = _ts(index=True)

@@ -1,0 +1,24 @@
+"""Password hashing with argon2id (argon2-cffi defaults, RFC 9106 recommended parameters)."""
+
+from __future__ import annotations
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()
+# Verified against when the email is unknown, so a login with an unknown email costs as much
+# as one with a wrong password and timing does not reveal which accounts exist.
+_DUMMY_HASH = _hasher.hash("dummy-password-for-timing-equalisation")
+
+
+def hash_password(password: str) -> str:
+    """Return the argon2id hash (PHC string) of `password`."""
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Return True if `password` matches `password_hash`; a None hash still costs one verify."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
