@@ -59,7 +59,8 @@ class ApiError(ProblemException):
 
 def envelope(code: str, message: str, details: dict[str, Any] | None = None, **extra: Any) -> dict:
     """Return the error envelope body with the current request id."""
-    error: dict[str, Any] = {"code": code, "message": message}
+    # Cap the message: some come from libraries that quote client input.
+    error: dict[str, Any] = {"code": code, "message": message if len(message) <= 500 else message[:497] + "..."}
     if details:
         error["details"] = details
     error.update(extra)

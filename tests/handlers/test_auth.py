@@ -1,0 +1,441 @@
+"""Operations of tag `auth`: register, login, refresh, logout, me, and the bearer scheme itself.
+
+Covers the integration runbook's pre-production checklist (section 7.1) for authentication.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import jwt
+import pytest
+from sqlmodel import select
+
+from persistence.db import transaction
+from persistence.models import AuditEntry, RefreshToken, Tenant, User
+from tests import factories
+from tests.conftest import JWT_SECRET
+
+ME = "/api/v1/auth/me"
+LOGIN = "/api/v1/auth/login"
+REFRESH = "/api/v1/auth/refresh"
+LOGOUT = "/api/v1/auth/logout"
+REGISTER = "/api/v1/auth/register"
+
+OUR_KID = hashlib.sha256(JWT_SECRET.encode()).hexdigest()[:16]  # the hub's key id for JWT_SECRET
+TENANT_ADMIN_SCOPES = ["catalog:read", "profile", "users:read", "users:write"]
+
+
+ANY = object()  # `details` may be present (any object) or absent
+
+
+def assert_error(response, status: int, code: str, details: dict | None | object = None) -> dict:
+    """Assert the whole error envelope: status, code, a message, the request id, and `details`.
+
+    `details=None` means the envelope carries no details; `details=ANY` accepts any or none.
+    """
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error.get("message"), str) and error["message"], error
+    assert response.headers["x-request-id"]
+    expected = {"code": code, "message": error["message"], "requestId": response.headers["x-request-id"]}
+    if details is ANY:
+        if "details" in error:
+            assert isinstance(error["details"], dict), error
+            expected["details"] = error["details"]
+    elif details is not None:
+        expected["details"] = details
+    assert error == expected
+    return error
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def claims_of(token: str) -> dict:
+    """Return a token's claims without verifying it (to find its row in the database)."""
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def forge(settings, account: factories.Account, *, secret: str = JWT_SECRET, algorithm: str = "HS256",
+          kid: str | None = None, **overrides) -> str:
+    """Build an access token by hand, as the hub would mint it, with `overrides` applied to the claims."""
+    now = datetime.now(timezone.utc)
+    claims = {
+        "sub": account.user_id,
+        "tid": account.tenant_id,
+        "role": account.user["role"],
+        "typ": "access",
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + timedelta(minutes=5),
+        "jti": str(uuid.uuid4()),
+    } | overrides
+    kid = kid if kid is not None else hashlib.sha256(secret.encode()).hexdigest()[:16]
+    return jwt.encode(claims, None if algorithm == "none" else secret, algorithm=algorithm, headers={"kid": kid})
+
+
+def audit_entries(request_id: str, action: str) -> list[AuditEntry]:
+    with transaction() as session:
+        return list(session.exec(select(AuditEntry).where(AuditEntry.request_id == request_id,
+                                                          AuditEntry.action == action)).all())
+
+
+def family_rows(refresh_token: str) -> list[RefreshToken]:
+    family_id = uuid.UUID(claims_of(refresh_token)["fam"])
+    with transaction() as session:
+        return list(session.exec(select(RefreshToken).where(RefreshToken.family_id == family_id)).all())
+
+
+def refresh_row(refresh_token: str) -> RefreshToken | None:
+    with transaction() as session:
+        return session.get(RefreshToken, uuid.UUID(claims_of(refresh_token)["jti"]))
+
+
+class TestLogin:
+    def test_valid_credentials_answer_tokens_and_user(self, client, tenant_admin):
+        response = client.post(LOGIN, json={"email": tenant_admin.email, "password": tenant_admin.password})
+
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == {"accessToken", "refreshToken", "tokenType", "expiresIn", "refreshExpiresIn", "user"}
+        assert body["tokenType"] == "Bearer"
+        assert body["expiresIn"] == 900
+        assert body["refreshExpiresIn"] == 7 * 24 * 3600
+        assert body["accessToken"] and body["refreshToken"]
+        assert body["user"] == {"id": tenant_admin.user_id, "email": tenant_admin.email, "name": "Ada Admin",
+                                "role": "tenant_admin", "tenantId": tenant_admin.tenant_id}
+        assert client.get(ME, headers=bearer(body["accessToken"])).status_code == 200
+
+    def test_wrong_password_is_invalid_credentials(self, client, tenant_admin):
+        response = client.post(LOGIN, json={"email": tenant_admin.email, "password": "not-the-password"})
+
+        assert_error(response, 401, "INVALID_CREDENTIALS")
+
+    def test_unknown_email_answers_exactly_like_a_wrong_password(self, client, tenant_admin):
+        wrong_password = client.post(LOGIN, json={"email": tenant_admin.email, "password": "not-the-password"})
+        unknown_email = client.post(LOGIN, json={"email": f"{factories.unique('nobody')}@example.com",
+                                                 "password": "not-the-password"})
+
+        assert_error(unknown_email, 401, "INVALID_CREDENTIALS")
+        assert unknown_email.status_code == wrong_password.status_code
+        without_id = [{k: v for k, v in r.json()["error"].items() if k != "requestId"}
+                      for r in (wrong_password, unknown_email)]
+        assert without_id[0] == without_id[1]
+
+    def test_email_is_case_insensitive(self, client, tenant_admin):
+        response = client.post(LOGIN, json={"email": tenant_admin.email.upper(), "password": tenant_admin.password})
+
+        assert response.status_code == 200, response.text
+        assert response.json()["user"]["id"] == tenant_admin.user_id
+        assert response.json()["user"]["email"] == tenant_admin.email
+
+    def test_missing_password_is_a_validation_error(self, client, tenant_admin):
+        response = client.post(LOGIN, json={"email": tenant_admin.email})
+
+        assert_error(response, 400, "VALIDATION_ERROR", details=ANY)
+
+    def test_failed_login_is_audited_without_the_password(self, client, tenant_admin):
+        password = "Wrong-Password-" + factories.unique("p")
+        response = client.post(LOGIN, json={"email": tenant_admin.email, "password": password})
+
+        assert_error(response, 401, "INVALID_CREDENTIALS")
+        entries = audit_entries(response.headers["x-request-id"], "auth.login")
+        assert len(entries) == 1
+        entry = entries[0]
+        assert entry.outcome == "failure"
+        assert entry.resource_type == "user"
+        assert password not in json.dumps(entry.changes)
+        assert tenant_admin.password not in json.dumps(entry.changes)
+        assert not any("pass" in key.lower() and value != "[REDACTED]" for key, value in (entry.changes or {}).items())
+
+    def test_successful_login_is_audited_and_stamps_last_login(self, client, tenant_admin):
+        response = client.post(LOGIN, json={"email": tenant_admin.email, "password": tenant_admin.password})
+
+        assert response.status_code == 200, response.text
+        entries = audit_entries(response.headers["x-request-id"], "auth.login")
+        assert len(entries) == 1
+        assert entries[0].outcome == "success"
+        assert entries[0].actor_id == uuid.UUID(tenant_admin.user_id)
+        assert entries[0].tenant_id == uuid.UUID(tenant_admin.tenant_id)
+        assert tenant_admin.password not in json.dumps(entries[0].changes)
+        me = client.get(ME, headers=bearer(response.json()["accessToken"])).json()
+        assert me["lastLogin"] is not None
+
+
+class TestBearerToken:
+    """The bearerAuth scheme, exercised through GET /auth/me."""
+
+    def test_no_token_is_no_token(self, client):
+        response = client.get(ME)
+
+        assert_error(response, 401, "NO_TOKEN")
+
+    def test_non_bearer_authorization_is_no_token(self, client, tenant_admin):
+        response = client.get(ME, headers={"Authorization": f"Basic {tenant_admin.access_token}"})
+
+        assert_error(response, 401, "NO_TOKEN")
+
+    def test_garbage_token_is_invalid_token(self, client):
+        response = client.get(ME, headers=bearer("not.a.jwt"))
+
+        assert_error(response, 401, "INVALID_TOKEN")
+
+    def test_a_correctly_forged_token_is_accepted(self, client, settings, tenant_admin):
+        """Control for the rejections below: the hand-built token is right in every other respect."""
+        response = client.get(ME, headers=bearer(forge(settings, tenant_admin)))
+
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == tenant_admin.user_id
+
+    def test_expired_token_is_invalid_token(self, client, settings, tenant_admin):
+        past = datetime.now(timezone.utc) - timedelta(minutes=20)
+        token = forge(settings, tenant_admin, iat=past, exp=past + timedelta(minutes=15))
+
+        response = client.get(ME, headers=bearer(token))
+
+        assert_error(response, 401, "INVALID_TOKEN")
+
+    def test_refresh_token_is_not_an_access_token(self, client, tenant_admin):
+        response = client.get(ME, headers=bearer(tenant_admin.refresh_token))
+
+        assert_error(response, 401, "INVALID_TOKEN")
+
+    @pytest.mark.parametrize("kid_of", ["other", "ours"])
+    def test_token_signed_with_another_secret_is_invalid_token(self, client, settings, tenant_admin, kid_of):
+        other_secret = "another-secret-" + "y" * 40
+        kid = hashlib.sha256(other_secret.encode()).hexdigest()[:16] if kid_of == "other" else OUR_KID
+        token = forge(settings, tenant_admin, secret=other_secret, kid=kid)
+
+        response = client.get(ME, headers=bearer(token))
+
+        assert_error(response, 401, "INVALID_TOKEN")
+
+    def test_alg_none_token_is_invalid_token(self, client, settings, tenant_admin):
+        token = forge(settings, tenant_admin, algorithm="none", kid=OUR_KID)
+
+        response = client.get(ME, headers=bearer(token))
+
+        assert_error(response, 401, "INVALID_TOKEN")
+
+    @pytest.mark.parametrize("claim", ["iss", "aud"])
+    def test_wrong_issuer_or_audience_is_invalid_token(self, client, settings, tenant_admin, claim):
+        response = client.get(ME, headers=bearer(forge(settings, tenant_admin, **{claim: "someone-else"})))
+
+        assert_error(response, 401, "INVALID_TOKEN")
+
+    def test_token_of_an_unknown_user_is_invalid_token(self, client, settings, tenant_admin):
+        response = client.get(ME, headers=bearer(forge(settings, tenant_admin, sub=str(uuid.uuid4()))))
+
+        assert_error(response, 401, "INVALID_TOKEN")
+
+
+class TestRefresh:
+    def test_rotates_into_new_tokens(self, client, tenant_admin):
+        response = client.post(REFRESH, json={"refreshToken": tenant_admin.refresh_token})
+
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["tokenType"] == "Bearer"
+        assert body["expiresIn"] == 900
+        assert body["accessToken"] != tenant_admin.access_token
+        assert body["refreshToken"] != tenant_admin.refresh_token
+        assert body["user"]["id"] == tenant_admin.user_id
+        assert client.get(ME, headers=bearer(body["accessToken"])).status_code == 200
+        assert claims_of(body["refreshToken"])["fam"] == claims_of(tenant_admin.refresh_token)["fam"]
+        assert refresh_row(tenant_admin.refresh_token).used_at is not None
+
+    def test_used_refresh_token_is_rejected(self, client, tenant_admin):
+        assert client.post(REFRESH, json={"refreshToken": tenant_admin.refresh_token}).status_code == 200
+
+        response = client.post(REFRESH, json={"refreshToken": tenant_admin.refresh_token})
+
+        assert_error(response, 401, "INVALID_TOKEN")
+
+    def test_reuse_revokes_the_whole_family(self, client, tenant_admin):
+        first = client.post(REFRESH, json={"refreshToken": tenant_admin.refresh_token})
+        assert first.status_code == 200, first.text
+        successor = first.json()["refreshToken"]
+
+        reuse = client.post(REFRESH, json={"refreshToken": tenant_admin.refresh_token})
+        after = client.post(REFRESH, json={"refreshToken": successor})
+
+        assert_error(reuse, 401, "INVALID_TOKEN")
+        assert_error(after, 401, "INVALID_TOKEN")
+        rows = family_rows(successor)
+        assert len(rows) == 2
+        assert all(row.revoked_at is not None for row in rows)
+
+    def test_reuse_leaves_other_logins_alone(self, client, tenant_admin):
+        other_login = factories.login(client, tenant_admin.email, tenant_admin.password)
+        assert client.post(REFRESH, json={"refreshToken": tenant_admin.refresh_token}).status_code == 200
+        assert client.post(REFRESH, json={"refreshToken": tenant_admin.refresh_token}).status_code == 401
+
+        response = client.post(REFRESH, json={"refreshToken": other_login.refresh_token})
+
+        assert response.status_code == 200, response.text
+
+    def test_access_token_is_not_a_refresh_token(self, client, tenant_admin):
+        response = client.post(REFRESH, json={"refreshToken": tenant_admin.access_token})
+
+        assert_error(response, 401, "INVALID_TOKEN")
+
+    def test_garbage_is_invalid_token(self, client):
+        response = client.post(REFRESH, json={"refreshToken": "garbage"})
+
+        assert_error(response, 401, "INVALID_TOKEN")
+
+    def test_expired_refresh_token_is_invalid_token(self, client, settings, tenant_admin):
+        claims = claims_of(tenant_admin.refresh_token)
+        past = datetime.now(timezone.utc) - timedelta(days=8)
+        token = forge(settings, tenant_admin, typ="refresh", fam=claims["fam"], jti=claims["jti"],
+                      iat=past, exp=past + timedelta(days=7))
+
+        response = client.post(REFRESH, json={"refreshToken": token})
+
+        assert_error(response, 401, "INVALID_TOKEN")
+        assert refresh_row(tenant_admin.refresh_token).used_at is None
+
+    def test_missing_refresh_token_is_a_validation_error(self, client):
+        response = client.post(REFRESH, json={})
+
+        assert_error(response, 400, "VALIDATION_ERROR", details=ANY)
+
+
+class TestLogout:
+    def test_revokes_the_refresh_token(self, client, tenant_admin):
+        response = client.post(LOGOUT, json={"refreshToken": tenant_admin.refresh_token}, headers=tenant_admin.headers)
+
+        assert response.status_code == 204, response.text
+        assert response.content == b""
+        assert refresh_row(tenant_admin.refresh_token).revoked_at is not None
+        entries = audit_entries(response.headers["x-request-id"], "auth.logout")
+        assert len(entries) == 1
+        assert entries[0].actor_id == uuid.UUID(tenant_admin.user_id)
+        refused = client.post(REFRESH, json={"refreshToken": tenant_admin.refresh_token})
+        assert_error(refused, 401, "INVALID_TOKEN")
+
+    def test_is_idempotent(self, client, tenant_admin):
+        body = {"refreshToken": tenant_admin.refresh_token}
+        assert client.post(LOGOUT, json=body, headers=tenant_admin.headers).status_code == 204
+
+        response = client.post(LOGOUT, json=body, headers=tenant_admin.headers)
+
+        assert response.status_code == 204, response.text
+
+    def test_another_users_refresh_token_is_left_alone(self, client, tenant_admin, member):
+        response = client.post(LOGOUT, json={"refreshToken": member.refresh_token}, headers=tenant_admin.headers)
+
+        assert response.status_code == 204, response.text
+        assert refresh_row(member.refresh_token).revoked_at is None
+        assert client.post(REFRESH, json={"refreshToken": member.refresh_token}).status_code == 200
+
+    def test_malformed_refresh_token_is_a_validation_error(self, client, tenant_admin):
+        response = client.post(LOGOUT, json={"refreshToken": "not-a-token"}, headers=tenant_admin.headers)
+
+        assert_error(response, 400, "VALIDATION_ERROR", details={"field": "refreshToken"})
+
+    def test_without_access_token_is_no_token(self, client, tenant_admin):
+        response = client.post(LOGOUT, json={"refreshToken": tenant_admin.refresh_token})
+
+        assert_error(response, 401, "NO_TOKEN")
+        assert refresh_row(tenant_admin.refresh_token).revoked_at is None
+
+
+class TestRegister:
+    def test_creates_a_free_tenant_and_its_tenant_admin(self, client):
+        email = f"{factories.unique('founder')}@example.com"
+        tenant_name = factories.unique("Register Co ")
+        response = client.post(REGISTER, json={"email": email, "password": factories.PASSWORD, "name": "Fay Founder",
+                                               "tenantName": tenant_name})
+
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["tokenType"] == "Bearer"
+        assert body["expiresIn"] == 900
+        assert body["user"]["email"] == email
+        assert body["user"]["name"] == "Fay Founder"
+        assert body["user"]["role"] == "tenant_admin"
+        assert factories.PASSWORD not in response.text
+        with transaction() as session:
+            tenant = session.get(Tenant, uuid.UUID(body["user"]["tenantId"]))
+            user = session.get(User, uuid.UUID(body["user"]["id"]))
+        assert (tenant.name, tenant.plan, tenant.status) == (tenant_name, "free", "active")
+        assert (user.tenant_id, user.role, user.active) == (tenant.id, "tenant_admin", True)
+        assert user.password_hash != factories.PASSWORD
+        entries = audit_entries(response.headers["x-request-id"], "tenant.register")
+        assert len(entries) == 1
+        assert factories.PASSWORD not in json.dumps(entries[0].changes)
+        me = client.get(ME, headers=bearer(body["accessToken"])).json()
+        assert me["tenant"] == {"id": str(tenant.id), "name": tenant_name, "plan": "free", "status": "active"}
+
+    def test_duplicate_email_is_a_conflict(self, client, tenant_admin):
+        tenant_name = factories.unique("Duplicate Co ")
+        response = client.post(REGISTER, json={"email": tenant_admin.email.upper(), "password": factories.PASSWORD,
+                                               "name": "Copy Cat", "tenantName": tenant_name})
+
+        assert_error(response, 409, "CONFLICT", details={"field": "email"})
+        with transaction() as session:
+            assert session.exec(select(Tenant).where(Tenant.name == tenant_name)).first() is None
+
+    def test_too_short_password_is_a_validation_error_and_creates_nothing(self, client):
+        email = f"{factories.unique('short')}@example.com"
+        tenant_name = factories.unique("Short Co ")
+        response = client.post(REGISTER, json={"email": email, "password": "tiny-pw", "name": "Sho Rt",
+                                               "tenantName": tenant_name})
+
+        assert_error(response, 400, "VALIDATION_ERROR", details=ANY)
+        assert "tiny-pw" not in response.text
+        with transaction() as session:
+            assert session.exec(select(User).where(User.email == email)).first() is None
+            assert session.exec(select(Tenant).where(Tenant.name == tenant_name)).first() is None
+
+    def test_unknown_field_is_a_validation_error(self, client):
+        response = client.post(REGISTER, json={"email": f"{factories.unique('x')}@example.com",
+                                               "password": factories.PASSWORD, "name": "X", "tenantName": "X",
+                                               "role": "super_admin"})
+
+        assert_error(response, 400, "VALIDATION_ERROR", details=ANY)
+
+
+class TestGetMe:
+    def test_tenant_admin_sees_itself_its_tenant_and_its_permissions(self, client, tenant_admin):
+        response = client.get(ME, headers=tenant_admin.headers)
+
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == {"id", "email", "name", "role", "tenantId", "tenant", "permissions", "createdAt",
+                             "lastLogin"}
+        assert body["id"] == tenant_admin.user_id
+        assert body["email"] == tenant_admin.email
+        assert body["role"] == "tenant_admin"
+        assert body["tenantId"] == tenant_admin.tenant_id
+        assert set(body["tenant"]) == {"id", "name", "plan", "status"}
+        assert body["tenant"]["id"] == tenant_admin.tenant_id
+        assert (body["tenant"]["plan"], body["tenant"]["status"]) == ("free", "active")
+        assert "profile" in body["permissions"]
+        assert body["permissions"] == TENANT_ADMIN_SCOPES
+        assert body["createdAt"].endswith("Z")
+
+    def test_plain_user_holds_only_profile_and_catalog(self, client, member):
+        response = client.get(ME, headers=member.headers)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["role"] == "user"
+        assert response.json()["permissions"] == ["catalog:read", "profile"]
+
+    def test_super_admin_has_no_tenant(self, client, super_admin):
+        response = client.get(ME, headers=super_admin.headers)
+
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["role"], body["tenantId"], body["tenant"]) == ("super_admin", None, None)
+        assert {"profile", "tenants:read", "tenants:write"} <= set(body["permissions"])
+        assert "users:write" not in body["permissions"]

@@ -1,0 +1,241 @@
+"""Operations of tag `catalog` (/api/v1/integrations...): any signed-in user."""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests import factories
+
+BASE = "/api/v1/integrations"
+NO_TOKEN_MESSAGE = "Authorization header missing or not a Bearer token"
+
+
+class _AnyText:
+    """Equals any non-empty string (for messages written by Connexion or the HTTP stack)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other.strip())
+
+    def __repr__(self) -> str:
+        return "<any non-empty text>"
+
+
+class _AnyDetails:
+    """Equals any dict (for schema-validation details whose exact content is not the point)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, dict)
+
+    def __repr__(self) -> str:
+        return "<any details>"
+
+
+ANY_TEXT, ANY_DETAILS = _AnyText(), _AnyDetails()
+
+
+def assert_error(response, status: int, code: str, *, message=ANY_TEXT, details=ANY_DETAILS) -> None:
+    """Assert the status and the whole error envelope; its requestId must equal the X-Request-ID header.
+
+    `details=None` asserts there are none; the default accepts any or none.
+    """
+    assert response.status_code == status, response.text
+    body = response.json()
+    error = {"code": code, "message": message, "requestId": response.headers["X-Request-ID"]}
+    if details is not None and (details is not ANY_DETAILS or "details" in body.get("error", {})):
+        error["details"] = details
+    assert body == {"error": error}
+
+
+def item_url(provider: dict, *, category: str | None = None) -> str:
+    return f"{BASE}/{category or provider['category']}/{provider['id']}"
+
+
+def listed_ids(client, account: factories.Account, **params) -> list[str]:
+    response = client.get(BASE, params=params, headers=account.headers)
+    assert response.status_code == 200, response.text
+    return [provider["id"] for provider in response.json()["providers"]]
+
+
+@pytest.fixture(params=["member", "tenant_admin", "super_admin"])
+def any_caller(request) -> factories.Account:
+    """Each role in turn: a plain user, a tenant admin, the super admin."""
+    return request.getfixturevalue(request.param)
+
+
+class TestListCatalog:
+    def test_lists_only_active_tenant_providers(self, client, super_admin, member):
+        term = factories.unique("vis")
+        listed = factories.create_provider(client, super_admin, name=f"{term} listed")
+        for status, audience in (("active", "system"), ("beta", "tenant"), ("deprecated", "tenant"), ("disabled", "tenant")):
+            factories.create_provider(client, super_admin, name=f"{term} {status} {audience}", status=status, audience=audience)
+
+        response = client.get(BASE, params={"search": term}, headers=member.headers)
+
+        assert response.status_code == 200, response.text
+        assert response.json() == {"providers": [listed], "total": 1, "limit": 50, "offset": 0, "hasMore": False,
+                                   "nextOffset": None}
+
+    def test_provider_leaves_the_catalog_when_made_system_or_inactive(self, client, super_admin, member):
+        term = factories.unique("move")
+        to_system = factories.create_provider(client, super_admin, name=f"{term} a")
+        to_beta = factories.create_provider(client, super_admin, name=f"{term} b")
+        assert listed_ids(client, member, search=term) == [to_system["id"], to_beta["id"]]
+
+        client.patch(f"/api/v1/admin/integrations/crm/{to_system['id']}/audience", json={"audience": "system"},
+                     headers=super_admin.headers).raise_for_status()
+        client.patch(f"/api/v1/admin/integrations/crm/{to_beta['id']}/status", json={"status": "beta"},
+                     headers=super_admin.headers).raise_for_status()
+
+        assert listed_ids(client, member, search=term) == []
+
+    @pytest.mark.parametrize("field", ["name", "displayName", "provider", "description"])
+    def test_search_matches_each_field_case_insensitively(self, client, super_admin, member, field):
+        term = factories.unique("ci")
+        value = f"k_{term}" if field == "provider" else f"Text {term} text"
+        match = factories.create_provider(client, super_admin, **{field: value})
+        factories.create_provider(client, super_admin, name=f"{term[:-1]}")  # all but the last character: no match
+
+        assert listed_ids(client, member, search=term.upper()) == [match["id"]]
+        assert listed_ids(client, member, search=term.lower()) == [match["id"]]
+
+    def test_search_treats_percent_literally(self, client, super_admin, member):
+        term = factories.unique("pct")
+        literal = factories.create_provider(client, super_admin, name=f"{term}%off")
+        factories.create_provider(client, super_admin, name=f"{term}50off")
+
+        assert listed_ids(client, member, search=f"{term}%off") == [literal["id"]]
+
+    def test_search_treats_underscore_literally(self, client, super_admin, member):
+        term = factories.unique("usc")
+        literal = factories.create_provider(client, super_admin, name=f"{term}_x")
+        factories.create_provider(client, super_admin, name=f"{term}ax")
+
+        assert listed_ids(client, member, search=f"{term}_x") == [literal["id"]]
+
+    def test_search_treats_backslash_literally(self, client, super_admin, member):
+        term = factories.unique("bsl")
+        literal = factories.create_provider(client, super_admin, name=f"{term}\\x")
+        factories.create_provider(client, super_admin, name=f"{term}x")
+
+        assert listed_ids(client, member, search=f"{term}\\x") == [literal["id"]]
+
+    def test_filters_by_category(self, client, super_admin, member):
+        term = factories.unique("cat")
+        storage = factories.create_provider(client, super_admin, name=f"{term} s", category="storage")
+        factories.create_provider(client, super_admin, name=f"{term} c", category="crm")
+
+        assert listed_ids(client, member, search=term, category="storage") == [storage["id"]]
+
+    def test_paginates_and_sorts(self, client, super_admin, member):
+        term = factories.unique("pg")
+        created = [factories.create_provider(client, super_admin, name=f"{term} {i}") for i in range(3)]
+
+        response = client.get(BASE, params={"search": term, "limit": 2, "sortOrder": "desc"}, headers=member.headers)
+
+        assert response.status_code == 200, response.text
+        assert response.json() == {"providers": [created[2], created[1]], "total": 3, "limit": 2, "offset": 0,
+                                   "hasMore": True, "nextOffset": 2}
+        assert listed_ids(client, member, search=term, limit=2, offset=2, sortOrder="desc") == [created[0]["id"]]
+
+    def test_seeded_catalog_has_at_least_15_providers(self, client, member):
+        response = client.get(BASE, params={"limit": 100}, headers=member.headers)
+
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert page["total"] >= 15
+        assert len(page["providers"]) >= 15
+        assert all(p["audience"] == "tenant" and p["status"] == "active" for p in page["providers"])
+
+    @pytest.mark.parametrize(("key", "category", "authorization_url", "token_url"), [
+        ("github", "data_source", "https://github.com/login/oauth/authorize", "https://github.com/login/oauth/access_token"),
+        ("slack", "communication", "https://slack.com/oauth/v2/authorize", "https://slack.com/api/oauth.v2.access"),
+    ])
+    def test_seeded_oauth_provider_has_real_https_urls(self, client, member, key, category, authorization_url, token_url):
+        response = client.get(BASE, params={"search": key, "category": category, "limit": 100}, headers=member.headers)
+
+        assert response.status_code == 200, response.text
+        [provider] = [p for p in response.json()["providers"] if p["provider"] == key]
+        assert provider["authType"] == "oauth2"
+        oauth = provider["oauthConfig"]
+        assert (oauth["authorizationUrl"], oauth["tokenUrl"]) == (authorization_url, token_url)
+        assert all(urlsplit(url).scheme == "https" and urlsplit(url).hostname
+                   for url in (oauth["authorizationUrl"], oauth["tokenUrl"]))
+        assert oauth["scopes"]
+
+    def test_every_signed_in_role_can_list(self, client, any_caller):
+        response = client.get(BASE, params={"limit": 1}, headers=any_caller.headers)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["limit"] == 1
+
+    def test_without_token_is_unauthorized(self, client):
+        response = client.get(BASE)
+
+        assert_error(response, 401, "NO_TOKEN", message=NO_TOKEN_MESSAGE, details=None)
+
+    def test_invalid_token_is_unauthorized(self, client):
+        response = client.get(BASE, headers={"Authorization": "Bearer not.a.token"})
+
+        assert_error(response, 401, "INVALID_TOKEN")
+
+    def test_unknown_category_is_rejected(self, client, member):
+        response = client.get(BASE, params={"category": "marketing"}, headers=member.headers)
+
+        assert_error(response, 400, "VALIDATION_ERROR")
+
+    def test_status_filter_is_not_offered(self, client, member):
+        response = client.get(BASE, params={"status": "beta"}, headers=member.headers)
+
+        assert_error(response, 400, "VALIDATION_ERROR")
+
+
+class TestGetCatalogProvider:
+    def test_returns_a_listed_provider(self, client, super_admin, any_caller):
+        created = factories.create_provider(client, super_admin)
+
+        response = client.get(item_url(created), headers=any_caller.headers)
+
+        assert response.status_code == 200, response.text
+        assert response.json() == created
+
+    @pytest.mark.parametrize(("status", "audience"), [
+        ("active", "system"),
+        ("beta", "tenant"),
+        ("deprecated", "tenant"),
+        ("disabled", "tenant"),
+    ])
+    def test_unlisted_provider_is_not_found(self, client, super_admin, member, status, audience):
+        created = factories.create_provider(client, super_admin, status=status, audience=audience)
+
+        response = client.get(item_url(created), headers=member.headers)
+
+        assert_error(response, 404, "PROVIDER_NOT_FOUND", message=f"Provider {created['id']} not found", details=None)
+
+    def test_wrong_category_is_not_found(self, client, super_admin, member):
+        created = factories.create_provider(client, super_admin, category="crm")
+
+        response = client.get(item_url(created, category="storage"), headers=member.headers)
+
+        assert_error(response, 404, "PROVIDER_NOT_FOUND", message=f"Provider {created['id']} not found", details=None)
+
+    def test_unknown_id_is_not_found(self, client, member):
+        unknown = str(uuid.uuid4())
+
+        response = client.get(f"{BASE}/crm/{unknown}", headers=member.headers)
+
+        assert_error(response, 404, "PROVIDER_NOT_FOUND", message=f"Provider {unknown} not found", details=None)
+
+    def test_malformed_id_is_rejected(self, client, member):
+        response = client.get(f"{BASE}/crm/12345", headers=member.headers)
+
+        assert_error(response, 400, "VALIDATION_ERROR")
+
+    def test_without_token_is_unauthorized(self, client, super_admin):
+        created = factories.create_provider(client, super_admin)
+
+        response = client.get(item_url(created))
+
+        assert_error(response, 401, "NO_TOKEN", message=NO_TOKEN_MESSAGE, details=None)
