@@ -11,13 +11,13 @@ from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolution, Resolver
 from connexion.spec import Specification
-from starlette.middleware.cors import CORSMiddleware
 
 from handlers import errors, runtime
-from handlers.middleware import RequestContextMiddleware
+from handlers.middleware import EnvelopeCORSMiddleware, RequestContextMiddleware
 from handlers.security import PermissionMiddleware
 from handlers.settings import Settings, load_settings
 from handlers.tokens import TokenConfig
+from connectors.outbound import OutboundPolicy
 from handlers.validation import validator_map
 from persistence import db
 
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
                 access_ttl=settings.access_token_ttl_seconds,
                 refresh_ttl=settings.refresh_token_ttl_seconds,
             ),
+            outbound=OutboundPolicy(allowlist=settings.outbound_allowed, timeout=settings.outbound_timeout_seconds),
             role_scopes=role_scopes(api_spec),
             operation_scopes={**operation_scopes(api_spec), **operation_scopes(root_spec)},
         )
@@ -99,17 +100,19 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     app.add_api(api_spec, base_path="/api/v1", name="api")
     app.add_api(root_spec, base_path="", name="root", swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
     app.add_middleware(PermissionMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
+    # Each middleware added at BEFORE_EXCEPTION lands inside the ones added before it: the
+    # request context goes first so it wraps CORS, and preflight answers carry X-Request-ID too.
     app.add_middleware(
-        CORSMiddleware,
+        RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, max_body_bytes=settings.max_body_bytes
+    )
+    app.add_middleware(
+        EnvelopeCORSMiddleware,
         position=MiddlewarePosition.BEFORE_EXCEPTION,
         allow_origins=settings.origins,
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key", "X-API-Key"],
         expose_headers=["X-Request-ID"],
         max_age=600,
-    )
-    app.add_middleware(
-        RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, max_body_bytes=settings.max_body_bytes
     )
     errors.register(app)
     logging.getLogger("hub").setLevel(logging.INFO)

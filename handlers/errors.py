@@ -14,6 +14,7 @@ from typing import Any
 
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from handlers.request_context import current_request_id
@@ -118,6 +119,12 @@ async def handle_http_exception(_request: ConnexionRequest, exc: HTTPException) 
     return error_response(status, code, message, headers=dict(exc.headers or {}))
 
 
+async def handle_integrity_error(_request: ConnexionRequest, exc: IntegrityError) -> ConnexionResponse:
+    """Answer a unique/foreign-key violation that a pre-check missed (a concurrent write) with 409."""
+    logger.info("integrity error (request %s): %s", current_request_id(), type(exc.orig).__name__)
+    return error_response(409, "CONFLICT", "The change conflicts with existing data")
+
+
 async def handle_unexpected(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     """Log an unexpected exception with its stack trace and answer 500 INTERNAL_ERROR."""
     logger.error("unhandled error (request %s)", current_request_id(), exc_info=exc)
@@ -130,4 +137,5 @@ def register(app: Any) -> None:
     app.add_error_handler(DomainError, handle_domain_error)
     app.add_error_handler(ProblemException, handle_problem)
     app.add_error_handler(HTTPException, handle_http_exception)
+    app.add_error_handler(IntegrityError, handle_integrity_error)
     app.add_error_handler(Exception, handle_unexpected)

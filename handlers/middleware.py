@@ -12,7 +12,10 @@ import time
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from handlers.errors import ApiError
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+
+from handlers.errors import ApiError, error_response
 from handlers.request_context import adopt_request_id, set_request_id
 
 logger = logging.getLogger("hub.request")
@@ -54,10 +57,17 @@ class RequestContextMiddleware:
             await send(message)
 
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            receive = self._refuse_body(receive)
-        else:
-            receive = self._counted(receive)
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                receive = self._refuse_body(receive)
+            elif declared is None and headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+                receive = await self._buffer_chunked(scope, receive)
+            else:
+                receive = self._counted(receive)
+        except BodyTooLarge as exc:
+            response = error_response(exc.status, exc.code, exc.message, exc.details)
+            await Response(response.body, response.status_code, media_type="application/json")(scope, receive, send_with_id)
+            return
         try:
             await self.app(scope, receive, send_with_id)
         finally:
@@ -69,6 +79,31 @@ class RequestContextMiddleware:
                 (time.perf_counter() - started) * 1000,
                 extra={"request_id": request_id},
             )
+
+    async def _buffer_chunked(self, scope: Scope, receive: Receive) -> Receive:
+        # Connexion's validators treat a request without Content-Length as bodiless, so a
+        # chunked body is read here (up to the cap) and replayed with its length declared.
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                raise BodyTooLarge(self.max_body_bytes)
+            more = message.get("more_body", False)
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k not in (b"transfer-encoding", b"content-length")]
+        scope["headers"].append((b"content-length", str(len(body)).encode()))
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
 
     def _refuse_body(self, receive: Receive) -> Receive:
         async def refuse() -> Message:
@@ -89,3 +124,19 @@ class RequestContextMiddleware:
             return message
 
         return counted
+
+
+class EnvelopeCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, answering a refused preflight in the error envelope.
+
+    Starlette answers a disallowed origin, method or header with a bare text/plain 400.
+    """
+
+    def preflight_response(self, request_headers) -> Response:
+        """Return the preflight answer; a refusal becomes 400 VALIDATION_ERROR in the envelope."""
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        refused = error_response(400, "VALIDATION_ERROR", response.body.decode() or "CORS preflight refused")
+        return Response(refused.body, 400, media_type="application/json", headers={
+            k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")})

@@ -78,7 +78,7 @@ def test_provider(category: str, id: str, token_info: dict) -> dict:
         raise ApiError(400, "VALIDATION_ERROR", "The provider has no apiBaseUrl and testRequest to test with",
                        details={"field": "testRequest"})
     result = probe(target[0], method=target[1]["method"], path=target[1]["path"],
-                   expected_status=target[1]["expectedStatus"], timeout=runtime.get().settings.outbound_timeout_seconds)
+                   expected_status=target[1]["expectedStatus"], policy=runtime.get().outbound)
     with transaction() as session:
         audit.record(session, tenant_id=None, actor=caller.actor, action="provider.test", resource_type="provider",
                      resource_id=id, outcome="success" if result.success else "failure",

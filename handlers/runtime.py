@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from connectors.outbound import OutboundPolicy
 from handlers.settings import Settings
 from handlers.tokens import TokenConfig
 
@@ -20,6 +21,7 @@ class Runtime:
 
     settings: Settings
     tokens: TokenConfig
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     role_scopes: dict[str, list[str]] = field(default_factory=dict)
     operation_scopes: dict[str, list[str] | None] = field(default_factory=dict)
 

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     hub_admin_password: str = ""
     max_body_bytes: int = Field(default=1024 * 1024, alias="HUB_MAX_BODY_BYTES", ge=1024)
     outbound_timeout_seconds: float = Field(default=10.0, alias="HUB_OUTBOUND_TIMEOUT", gt=0, le=60)
+    outbound_allowlist: str | None = Field(default=None, alias="HUB_OUTBOUND_ALLOWLIST")
     validate_responses: bool | None = Field(default=None, alias="HUB_VALIDATE_RESPONSES")
     swagger_ui: bool | None = Field(default=None, alias="HUB_SWAGGER_UI")
 
@@ -80,6 +81,16 @@ class Settings(BaseSettings):
     def swagger_ui_enabled(self) -> bool:
         """Serve Swagger UI: on in development, off in production unless asked for."""
         return (not self.is_production) if self.swagger_ui is None else self.swagger_ui
+
+    @property
+    def outbound_allowed(self) -> tuple[str, ...]:
+        """Hosts/IPs/CIDRs exempt from the SSRF address check (`HUB_OUTBOUND_ALLOWLIST`).
+
+        Unset: loopback in development (the sandbox provider runs there), nothing in production.
+        """
+        if self.outbound_allowlist is None:
+            return () if self.is_production else ("127.0.0.1", "::1", "localhost")
+        return tuple(item.strip() for item in self.outbound_allowlist.split(",") if item.strip())
 
     def signing_secret(self) -> str:
         """Return the JWT signing secret; in development create and keep one under `var/`.

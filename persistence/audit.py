@@ -15,7 +15,11 @@ from sqlmodel import Session
 from persistence.models import AuditEntry
 
 REDACTED = "[REDACTED]"
-_SECRET_KEY = re.compile(r"pass(word)?|secret|token|api[_-]?key|credential|authorization", re.I)
+# Keys whose values are secrets: matched at the end of the key (`clientSecret`, `accessToken`,
+# `apiKey`), so `tokenUrl` or `passenger` are kept.
+_SECRET_KEY = re.compile(
+    r"(passwords?|passwd|passphrase|secrets?|tokens?|api[_-]?keys?|credentials?|authorization|private[_-]?keys?|cookies?)$", re.I
+)
 
 
 @dataclass(frozen=True)

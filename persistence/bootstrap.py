@@ -18,7 +18,7 @@ def catalog_entries() -> list[dict]:
 
 def seed_catalog(session: Session, entries: list[dict] | None = None) -> int:
     """Insert the catalog entries whose `provider` key is not present yet; return how many were added."""
-    return sum(providers.upsert_seed(session, fields=entry) for entry in (entries or catalog_entries()))
+    return sum(providers.upsert_seed(session, fields=entry) for entry in (catalog_entries() if entries is None else entries))
 
 
 def ensure_super_admin(session: Session, *, email: str, password: str) -> bool:

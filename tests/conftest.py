@@ -75,6 +75,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory):
         HUB_VALIDATE_RESPONSES=True,
         allowed_origins="https://app.example.com",
         HUB_OUTBOUND_TIMEOUT=3,
+        HUB_OUTBOUND_ALLOWLIST="127.0.0.1",  # the loopback test servers and the sandbox provider
     )
 
 

@@ -10,8 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from connectors.outbound import OutboundPolicy
 from connectors.probe import USER_AGENT, probe
 
+LOOPBACK = ("127.0.0.1",)  # the test server lives here; the SSRF guard refuses loopback otherwise
 SLOW_SECONDS = 2.0  # longer than the short timeouts the tests use, short enough to keep the run quick
 
 
@@ -70,7 +72,7 @@ def refused_url():
 
 class TestProbe:
     def test_expected_status_is_success(self, loopback):
-        result = probe(loopback.base_url, method="GET", path="/ping", expected_status=200, timeout=2)
+        result = probe(loopback.base_url, method="GET", path="/ping", expected_status=200, policy=OutboundPolicy(allowlist=LOOPBACK, timeout=2))
 
         assert result.success is True
         assert result.message == f"GET {loopback.base_url}/ping answered 200 as expected"
@@ -81,14 +83,14 @@ class TestProbe:
     def test_sends_method_path_and_user_agent(self, loopback):
         loopback.hits.clear()
 
-        result = probe(loopback.base_url + "/", method="HEAD", path="/ping", expected_status=200, timeout=2)
+        result = probe(loopback.base_url + "/", method="HEAD", path="/ping", expected_status=200, policy=OutboundPolicy(allowlist=LOOPBACK, timeout=2))
 
         assert result.success is True
         assert [(method, path) for method, path, _ in loopback.hits] == [("HEAD", "/ping")]
         assert loopback.hits[0][2]["User-Agent"] == USER_AGENT
 
     def test_other_status_is_failure_naming_both_statuses(self, loopback):
-        result = probe(loopback.base_url, method="GET", path="/nope", expected_status=200, timeout=2)
+        result = probe(loopback.base_url, method="GET", path="/nope", expected_status=200, policy=OutboundPolicy(allowlist=LOOPBACK, timeout=2))
 
         assert result.success is False
         assert result.message is None
@@ -96,7 +98,7 @@ class TestProbe:
         assert result.response_time_ms is not None and result.response_time_ms > 0
 
     def test_refused_connection_is_failure_without_response_time(self, refused_url):
-        result = probe(refused_url, method="GET", path="/ping", expected_status=200, timeout=2)
+        result = probe(refused_url, method="GET", path="/ping", expected_status=200, policy=OutboundPolicy(allowlist=LOOPBACK, timeout=2))
 
         assert result.success is False
         assert result.message is None
@@ -106,7 +108,7 @@ class TestProbe:
     def test_timeout_is_failure_without_response_time(self, loopback):
         started = time.perf_counter()
 
-        result = probe(loopback.base_url, method="GET", path="/slow", expected_status=200, timeout=0.5)
+        result = probe(loopback.base_url, method="GET", path="/slow", expected_status=200, policy=OutboundPolicy(allowlist=LOOPBACK, timeout=0.5))
 
         assert time.perf_counter() - started < SLOW_SECONDS
         assert result.success is False
@@ -117,7 +119,7 @@ class TestProbe:
     def test_redirect_is_an_answer_not_followed(self, loopback):
         loopback.hits.clear()
 
-        result = probe(loopback.base_url, method="GET", path="/redirect", expected_status=302, timeout=2)
+        result = probe(loopback.base_url, method="GET", path="/redirect", expected_status=302, policy=OutboundPolicy(allowlist=LOOPBACK, timeout=2))
 
         assert result.success is True
         assert result.message == f"GET {loopback.base_url}/redirect answered 302 as expected"
@@ -126,8 +128,21 @@ class TestProbe:
     def test_redirect_when_another_status_is_expected_is_failure(self, loopback):
         loopback.hits.clear()
 
-        result = probe(loopback.base_url, method="GET", path="/redirect", expected_status=200, timeout=2)
+        result = probe(loopback.base_url, method="GET", path="/redirect", expected_status=200, policy=OutboundPolicy(allowlist=LOOPBACK, timeout=2))
 
         assert result.success is False
         assert result.error == f"GET {loopback.base_url}/redirect answered 302, expected 200"
         assert [path for _, path, _ in loopback.hits] == ["/redirect"]
+
+    @pytest.mark.parametrize(("base_url", "path"), [
+        ("http://127.0.0.1:abc", "/ping"),
+        ("http://[zz]", "/ping"),
+        ("http://127.0.0.1:1", "/ping\nHost: elsewhere"),
+    ], ids=["bad-port", "bad-ipv6-host", "control-character-in-path"])
+    def test_unusable_url_is_failure_not_exception(self, base_url, path):
+        result = probe(base_url, method="GET", path=path, expected_status=200, policy=OutboundPolicy(allowlist=LOOPBACK, timeout=0.5))
+
+        assert result.success is False
+        assert result.message is None
+        assert result.error.startswith("GET ") and "failed" in result.error
+        assert result.response_time_ms is None

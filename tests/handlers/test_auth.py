@@ -397,6 +397,24 @@ class TestRegister:
             assert session.exec(select(User).where(User.email == email)).first() is None
             assert session.exec(select(Tenant).where(Tenant.name == tenant_name)).first() is None
 
+    def test_email_is_stored_in_lower_case(self, client):
+        email = f"{factories.unique('Mixed')}@Example.COM"
+        response = client.post(REGISTER, json={"email": email, "password": factories.PASSWORD, "name": "Mo Mixed",
+                                               "tenantName": factories.unique("Mixed Co ")})
+
+        assert response.status_code == 201, response.text
+        assert response.json()["user"]["email"] == email.lower()
+        factories.login(client, email.lower(), factories.PASSWORD)
+
+    def test_malformed_email_is_a_validation_error(self, client):
+        tenant_name = factories.unique("No Email Co ")
+        response = client.post(REGISTER, json={"email": "not-an-email", "password": factories.PASSWORD,
+                                               "name": "No Email", "tenantName": tenant_name})
+
+        assert_error(response, 400, "VALIDATION_ERROR", details=ANY)
+        with transaction() as session:
+            assert session.exec(select(Tenant).where(Tenant.name == tenant_name)).first() is None
+
     def test_unknown_field_is_a_validation_error(self, client):
         response = client.post(REGISTER, json={"email": f"{factories.unique('x')}@example.com",
                                                "password": factories.PASSWORD, "name": "X", "tenantName": "X",

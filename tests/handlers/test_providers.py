@@ -11,8 +11,10 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
 from sqlmodel import select
 
+from handlers.app import load_spec
 from persistence.db import transaction
 from persistence.models import AuditEntry, Provider
 from tests import factories
@@ -78,7 +80,8 @@ def audit_entries(provider_id: str, action: str) -> list[AuditEntry]:
         return list(session.exec(stmt).all())
 
 
-def assert_audited(response, provider_id: str, action: str, admin: factories.Account, *, outcome: str = "success") -> AuditEntry:
+def assert_audited(response, provider_id: str, action: str, admin: factories.Account, *,
+                   outcome: str = "success") -> AuditEntry:
     """Assert exactly one `action` entry for the provider, by the super admin, in this response's request."""
     entries = audit_entries(provider_id, action)
     assert len(entries) == 1, entries
@@ -196,22 +199,18 @@ class TestCreateProvider:
         assert RFC3339_UTC.match(document["updatedAt"]), document["updatedAt"]
         assert response.headers["Location"] == f"{BASE}/communication/{document['id']}"
         row = db_provider(document["id"])
-        assert (row.provider, row.display_name, row.oauth_config) == (body["provider"], body["displayName"], body["oauthConfig"])
+        assert (row.provider, row.display_name, row.oauth_config) == (
+            body["provider"], body["displayName"], body["oauthConfig"])
 
     def test_omitted_optional_fields_get_their_defaults(self, client, super_admin):
-        body = factories.provider_body()
-        for optional in ("description", "searchableEntities", "searchCapabilities", "oauthConfig", "entityMappings",
-                         "isPremium", "requiredPlan", "apiBaseUrl", "testRequest"):
-            body.pop(optional)
+        defaults = {"description": None, "searchableEntities": [], "searchCapabilities": None, "oauthConfig": None,
+                    "entityMappings": [], "isPremium": False, "requiredPlan": None, "apiBaseUrl": None, "testRequest": None}
+        body = {key: value for key, value in factories.provider_body().items() if key not in defaults}
 
         response = client.post(BASE, json=body, headers=super_admin.headers)
 
         assert response.status_code == 201, response.text
-        document = response.json()
-        assert {key: document[key] for key in ("description", "searchableEntities", "searchCapabilities", "oauthConfig",
-                                               "entityMappings", "isPremium", "requiredPlan", "apiBaseUrl", "testRequest")} == {
-            "description": None, "searchableEntities": [], "searchCapabilities": None, "oauthConfig": None,
-            "entityMappings": [], "isPremium": False, "requiredPlan": None, "apiBaseUrl": None, "testRequest": None}
+        assert {key: response.json()[key] for key in defaults} == defaults
 
     def test_writes_audit_entry(self, client, super_admin):
         response = client.post(BASE, json=factories.provider_body(), headers=super_admin.headers)
@@ -400,6 +399,19 @@ class TestGetProvider:
 
         assert response.status_code == 200, response.text
         assert response.json() == created
+
+    def test_document_conforms_to_the_contract_under_openapi_3_0_3_rules(self, client, super_admin):
+        # OAS 3.0.3, `nullable`: "Other Schema Object constraints retain their defined behavior, and
+        # therefore may disallow the use of null as a value" -- an `enum` without null refuses null.
+        created = factories.create_provider(client, super_admin)
+        schema = load_spec()["components"]["schemas"]["IntegrationProvider"]
+
+        response = client.get(item_url(created), headers=super_admin.headers)
+
+        assert response.status_code == 200, response.text
+        validator = OAS30ReadValidator(schema, format_checker=oas30_format_checker)
+        errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(response.json())]
+        assert errors == []
 
     def test_wrong_category_is_not_found(self, client, super_admin):
         created = factories.create_provider(client, super_admin, category="crm")
@@ -751,6 +763,20 @@ class TestTestProvider:
         assert result["success"] is False
         assert result["responseTime"] is None
         assert result["error"] == f"GET {loopback_url}/slow timed out after 3 s"
+        assert_audited(response, created["id"], "provider.test", super_admin, outcome="failure")
+
+    @pytest.mark.parametrize(("base_url", "path"), [
+        ("http://127.0.0.1:abc", "/ping"),
+        ("http://127.0.0.1:1", "/ping\nHost: elsewhere"),
+    ], ids=["bad-port", "control-character-in-path"])
+    def test_unusable_url_accepted_at_creation_is_failure_not_server_error(self, client, super_admin, base_url, path):
+        created = self._create(client, super_admin, base_url, path)
+
+        response = client.post(item_url(created, "/test"), headers=super_admin.headers)
+
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert (result["success"], result["responseTime"]) == (False, None)
         assert_audited(response, created["id"], "provider.test", super_admin, outcome="failure")
 
     @pytest.mark.parametrize("missing", [

@@ -204,6 +204,22 @@ class TestCreateTenant:
         assert entry.actor_role == "super_admin"
         assert entry.changes == {"name": name}
 
+    def test_audit_carries_the_callers_request_id(self, client, super_admin):
+        request_id = factories.unique("test-req-")
+        response = client.post(TENANTS, json={"name": factories.unique("Traced ")},
+                               headers=super_admin.headers | {"X-Request-ID": request_id})
+
+        assert response.status_code == 201, response.text
+        assert response.headers["x-request-id"] == request_id
+        assert [e.resource_id for e in audit_entries(request_id, "tenant.create")] == [response.json()["id"]]
+
+    def test_unknown_plan_is_a_validation_error(self, client, super_admin):
+        name = factories.unique("Platinum ")
+        response = client.post(TENANTS, json={"name": name, "plan": "platinum"}, headers=super_admin.headers)
+
+        assert_error(response, 400, "VALIDATION_ERROR", details=ANY)
+        assert tenants_named(name) == []
+
     def test_location_leads_to_the_tenant(self, client, super_admin):
         response = client.post(TENANTS, json={"name": factories.unique("Located ")}, headers=super_admin.headers)
 

@@ -211,6 +211,12 @@ class TestCreateUser:
         assert "tiny-pw" not in response.text
         assert users_with_email(body["email"]) == []
 
+    def test_malformed_email_is_a_validation_error(self, client, tenant_admin):
+        response = client.post(USERS, json=user_body(email="not-an-email"), headers=tenant_admin.headers)
+
+        assert_error(response, 400, "VALIDATION_ERROR", details=ANY)
+        assert users_with_email("not-an-email") == []
+
     def test_super_admin_role_is_a_validation_error(self, client, tenant_admin):
         body = user_body(role="super_admin")
 
