@@ -41,11 +41,11 @@ def probe(
     *,
     method: str,
     path: str,
-    expected_status: int,
+    expected_status: int | None,
     policy: OutboundPolicy,
     headers: dict[str, str] | None = None,
 ) -> ProbeResult:
-    """Send `method base_url+path` and report whether `expected_status` came back.
+    """Send `method base_url+path` and report whether `expected_status` (None: any 2xx) came back.
 
     Network failures (refused URL, DNS, connection refused, timeout, TLS, malformed URL) are
     reported as `success=False` with a short error, never raised. Timeouts come from `policy`
@@ -67,9 +67,10 @@ def probe(
         return ProbeResult(False, None, f"{method} {url} failed: {type(exc).__name__}: {str(exc)[:200]}", tested_at, None)
     elapsed = round((time.perf_counter() - started) * 1000, 1)
     body = _json_object(raw)
-    if status == expected_status:
+    expected = "a 2xx" if expected_status is None else str(expected_status)
+    if status == expected_status or (expected_status is None and 200 <= status < 300):
         return ProbeResult(True, f"{method} {url} answered {status} as expected", None, tested_at, elapsed, status, body)
-    return ProbeResult(False, None, f"{method} {url} answered {status}, expected {expected_status}", tested_at, elapsed,
+    return ProbeResult(False, None, f"{method} {url} answered {status}, expected {expected}", tested_at, elapsed,
                        status, body)
 
 

@@ -19,7 +19,7 @@ from handlers.settings import Settings, load_settings
 from handlers.tokens import TokenConfig
 from connectors.outbound import OutboundPolicy
 from handlers.validation import validator_map
-from persistence import db
+from persistence import db, vault
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "openapi"
 API_SPEC = SPEC_DIR / "openapi.yaml"
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     """
     settings = settings or load_settings()
     db.configure(settings.database_url)
+    vault.configure(vault.Keyring.from_strings(settings.encryption_keys()))
     api_spec, root_spec = load_spec(API_SPEC), load_spec(ROOT_SPEC)
     runtime.install(
         runtime.Runtime(

@@ -24,13 +24,16 @@ def bootstrap(settings: Settings) -> None:
     Without `HUB_ADMIN_PASSWORD`, a strong password is generated and printed once.
     """
     from persistence import bootstrap as seeding
-    from persistence import db
+    from persistence import db, vault
 
     db.configure(settings.database_url)
+    vault.configure(vault.Keyring.from_strings(settings.encryption_keys()))
     password = settings.hub_admin_password or secrets.token_urlsafe(18)
     with db.transaction() as session:
         created = seeding.ensure_super_admin(session, email=settings.hub_admin_email, password=password)
         added = seeding.seed_catalog(session)
+        added += seeding.seed_catalog(session, [seeding.sandbox_entry(
+            settings.sandbox_url, client_id=settings.sandbox_client_id, client_secret=settings.sandbox_client_secret)])
     if created:
         print(f"Created super admin {settings.hub_admin_email}", flush=True)
         if not settings.hub_admin_password:
@@ -38,12 +41,57 @@ def bootstrap(settings: Settings) -> None:
     print(f"Provider catalog: {added} provider(s) added", flush=True)
 
 
-def serve(settings: Settings, *, workers: int = 1) -> None:
-    """Migrate, bootstrap, then serve the API with uvicorn (blocking)."""
+def rotate_keys(settings: Settings, *, batch: int = 100) -> int:
+    """Re-seal every stored secret under the newest key of `HUB_ENCRYPTION_KEYS`; return how many.
+
+    Online: one short transaction per row, each row locked while it is re-sealed, so the hub
+    keeps serving. Keep the old key configured (after the new one) until this has run.
+    """
+    from persistence import connections, db, providers, vault
+
+    db.configure(settings.database_url)
+    vault.configure(vault.Keyring.from_strings(settings.encryption_keys()))
+    changed, after = 0, None
+    while True:
+        with db.transaction() as session:
+            ids = connections.sealed_ids(session, after=after, batch=batch)
+        if not ids:
+            break
+        for connection_id in ids:
+            with db.transaction() as session:
+                changed += connections.reseal(session, connection_id=connection_id)
+        after = ids[-1]
+    with db.transaction() as session:
+        changed += providers.reseal_client_secrets(session)
+    return changed
+
+
+def start_sandbox(settings: Settings):
+    """Start the sandbox provider beside the hub (development), its redirect URI set to the hub's."""
+    from connectors.sandbox import SandboxConfig, SandboxServer
+
+    config = SandboxConfig(client_id=settings.sandbox_client_id, client_secret=settings.sandbox_client_secret,
+                           redirect_uris=[settings.oauth_redirect_uri])
+    try:
+        server = SandboxServer(config, port=settings.sandbox_port).start()
+    except OSError as exc:
+        print(f"  sandbox provider not started ({exc}); is one already running?", flush=True)
+        return None
+    print(f"  sandbox provider: {server.base_url} (client {config.client_id}, API key {config.api_keys[0]})", flush=True)
+    return server
+
+
+def serve(settings: Settings, *, workers: int = 1, sandbox: bool = True) -> None:
+    """Migrate, bootstrap, then serve the API with uvicorn (blocking).
+
+    In development the sandbox provider runs beside the hub unless `sandbox` is False.
+    """
     import uvicorn
 
     migrate(settings)
     bootstrap(settings)
+    if sandbox and not settings.is_production:
+        start_sandbox(settings)
     base = f"http://{settings.hub_host}:{settings.hub_port}"
     print(f"Integration Hub on {base}/api/v1", flush=True)
     if settings.swagger_ui_enabled:
@@ -67,9 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--host", help="bind address (env HUB_HOST, default 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (env HUB_PORT, default 8000)")
     serve_cmd.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    serve_cmd.add_argument("--no-sandbox", action="store_true", help="do not start the sandbox provider")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("bootstrap", help="create the first super admin and seed the provider catalog")
-    args = parser.parse_args(argv)
+    commands.add_parser("rotate-keys", help="re-encrypt every stored secret under the newest HUB_ENCRYPTION_KEYS key")
+    commands.add_parser("sandbox", help="serve the sandbox provider alone (see --help)", add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "sandbox":
+        from connectors.sandbox.cli import main as sandbox_main
+
+        return sandbox_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -84,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "bootstrap":
         migrate(settings)
         bootstrap(settings)
+    elif args.command == "rotate-keys":
+        print(f"Re-encrypted {rotate_keys(settings)} secret(s) under the newest key", flush=True)
     else:
-        serve(settings, workers=args.workers)
+        serve(settings, workers=args.workers, sandbox=not args.no_sandbox)
     return 0
 
 

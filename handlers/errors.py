@@ -51,11 +51,13 @@ class ApiError(ProblemException):
         *,
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(status=status, title=code, detail=message, headers=headers)
         self.code = code
         self.message = message
         self.details = details
+        self.retry_after = retry_after
 
 
 def envelope(code: str, message: str, details: dict[str, Any] | None = None, **extra: Any) -> dict:
@@ -75,20 +77,22 @@ def error_response(
     message: str,
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    retry_after: int | None = None,
 ) -> ConnexionResponse:
-    """Return a JSON response carrying the error envelope."""
+    """Return a JSON response carrying the error envelope (with `retryAfter` when given)."""
+    extra = {"retryAfter": retry_after} if retry_after is not None else {}
     return ConnexionResponse(
         status_code=status,
         mimetype="application/json",
         content_type="application/json",
-        body=json.dumps(envelope(code, message, details)),
+        body=json.dumps(envelope(code, message, details, **extra)),
         headers=headers or {},
     )
 
 
 async def handle_api_error(_request: ConnexionRequest, exc: ApiError) -> ConnexionResponse:
     """Answer an ApiError with its own status, code and message."""
-    return error_response(exc.status, exc.code, exc.message, exc.details, dict(exc.headers or {}))
+    return error_response(exc.status, exc.code, exc.message, exc.details, dict(exc.headers or {}), exc.retry_after)
 
 
 async def handle_domain_error(_request: ConnexionRequest, exc: DomainError) -> ConnexionResponse:

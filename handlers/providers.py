@@ -83,10 +83,7 @@ def test_provider(category: str, id: str, token_info: dict) -> dict:
         audit.record(session, tenant_id=None, actor=caller.actor, action="provider.test", resource_type="provider",
                      resource_id=id, outcome="success" if result.success else "failure",
                      changes={"error": result.error} if result.error else None)
-    shaped = {"success": result.success, "testedAt": views.timestamp(result.tested_at),
-              "responseTime": result.response_time_ms}
-    shaped.update({k: v for k, v in (("message", result.message), ("error", result.error)) if v})
-    return shaped
+    return views.check_result(result)
 
 
 def _update(category: str, id: str, body: dict, token_info: dict, *, action: str, shape) -> dict:

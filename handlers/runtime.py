@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from connectors.connection_flows import FlowContext
 from connectors.outbound import OutboundPolicy
 from handlers.settings import Settings
 from handlers.tokens import TokenConfig
@@ -24,6 +25,12 @@ class Runtime:
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     role_scopes: dict[str, list[str]] = field(default_factory=dict)
     operation_scopes: dict[str, list[str] | None] = field(default_factory=dict)
+
+
+    def flows(self) -> FlowContext:
+        """What the connection flows need: outbound policy, OAuth redirect URI, allowed origins."""
+        return FlowContext(policy=self.outbound, redirect_uri=self.settings.oauth_redirect_uri,
+                           allowed_origins=tuple(self.settings.origins))
 
 
 _current: Runtime | None = None

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from persistence.vault import generate_key
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -44,6 +46,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, alias="HUB_MAX_BODY_BYTES", ge=1024)
     outbound_timeout_seconds: float = Field(default=10.0, alias="HUB_OUTBOUND_TIMEOUT", gt=0, le=60)
     outbound_allowlist: str | None = Field(default=None, alias="HUB_OUTBOUND_ALLOWLIST")
+    hub_public_url: str = ""
+    hub_encryption_keys: str = ""
+    sandbox_url: str = Field(default="http://127.0.0.1:8100", alias="HUB_SANDBOX_URL")
+    sandbox_port: int = Field(default=8100, alias="HUB_SANDBOX_PORT", ge=0, le=65535)
+    sandbox_client_id: str = Field(default="hub-sandbox-client", alias="HUB_SANDBOX_CLIENT_ID")
+    sandbox_client_secret: str = Field(default="hub-sandbox-secret", alias="HUB_SANDBOX_CLIENT_SECRET")
+    connection_tests_per_minute: int = Field(default=10, alias="HUB_CONNECTION_TESTS_PER_MINUTE", ge=1)
     validate_responses: bool | None = Field(default=None, alias="HUB_VALIDATE_RESPONSES")
     swagger_ui: bool | None = Field(default=None, alias="HUB_SWAGGER_UI")
 
@@ -60,7 +69,32 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.var_dir / 'hub.db'}"
         if self.hub_env == "production" and not self.jwt_secret:
             raise ValueError("JWT_SECRET is required when HUB_ENV=production")
+        if self.hub_env == "production" and not self.hub_encryption_keys:
+            raise ValueError("HUB_ENCRYPTION_KEYS is required when HUB_ENV=production")
+        if not self.hub_public_url:
+            self.hub_public_url = f"http://{self.hub_host}:{self.hub_port}"
+        self.hub_public_url = self.hub_public_url.rstrip("/")
         return self
+
+    @property
+    def oauth_redirect_uri(self) -> str:
+        """The one OAuth redirect URI the hub registers at every provider."""
+        return f"{self.hub_public_url}/api/v1/integrations/oauth/callback"
+
+    def encryption_keys(self) -> list[str]:
+        """Return the credential encryption keys, newest first (`HUB_ENCRYPTION_KEYS`).
+
+        In development, without the variable, one key is created and kept in
+        `var/encryption_key` so stored credentials survive restarts.
+        """
+        if self.hub_encryption_keys:
+            return [k.strip() for k in self.hub_encryption_keys.split(",") if k.strip()]
+        path = self.var_dir / "encryption_key"
+        if not path.exists():
+            self.var_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(generate_key())
+            path.chmod(0o600)
+        return [path.read_text().strip()]
 
     @property
     def is_production(self) -> bool:

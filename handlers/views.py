@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable
 
-from persistence import providers
-from persistence.models import Provider, Tenant, User, as_utc
+from connectors.probe import ProbeResult
+from persistence import connections, providers
+from persistence.integrations import IntegrationRow
+from persistence.models import Connection, Provider, Tenant, User, as_utc
 from persistence.pages import Page
 
 
@@ -85,4 +87,61 @@ def provider(row: Provider) -> dict:
     shaped["id"] = str(row.id)
     shaped["createdAt"] = timestamp(row.created_at)
     shaped["updatedAt"] = timestamp(row.updated_at)
+    return shaped
+
+
+def integration(row: IntegrationRow) -> dict:
+    """Integration (IntegrationDocument of the seed)."""
+    item = row.integration
+    return {
+        "id": str(item.id),
+        "tenantId": str(item.tenant_id),
+        "integrationId": str(item.provider_id),
+        "providerName": row.provider_key,
+        "providerCategory": row.provider_category,
+        "name": item.name,
+        "description": item.description,
+        "icon": item.icon,
+        "settings": item.settings or {},
+        "allowedShardTypes": item.allowed_shard_types or [],
+        "searchEnabled": item.search_enabled,
+        "searchableEntities": item.searchable_entities or [],
+        "userScoped": item.user_scoped,
+        "status": item.status,
+        "connectionStatus": row.connection_status,
+        "enabledAt": timestamp(item.enabled_at),
+        "enabledBy": str(item.enabled_by) if item.enabled_by else None,
+        "lastConnectedAt": timestamp(item.last_connected_at),
+        "lastError": item.last_error,
+        "createdAt": timestamp(item.created_at),
+        "updatedAt": timestamp(item.updated_at),
+    }
+
+
+def connection(row: Connection) -> dict:
+    """Connection: its state and the name of its secret, never the secret."""
+    return {
+        "connectionId": str(row.id),
+        "integrationId": str(row.integration_id),
+        "status": row.status,
+        "authType": row.auth_type,
+        "displayName": row.display_name,
+        "scopes": row.scopes or [],
+        "connectedAt": timestamp(row.connected_at),
+        "lastValidatedAt": timestamp(row.last_validated_at),
+        "validationError": row.validation_error,
+        "expiresAt": timestamp(row.expires_at),
+        "credentialSecretName": connections.secret_name(row),
+    }
+
+
+def connected(row: Connection) -> dict:
+    """Connected: the answer of the connect operations."""
+    return {"connectionId": str(row.id), "status": row.status, "connectedAt": timestamp(row.connected_at)}
+
+
+def check_result(result: ProbeResult) -> dict:
+    """ConnectionTestResult (provider and connection tests): only the fields that have a value."""
+    shaped = {"success": result.success, "testedAt": timestamp(result.tested_at), "responseTime": result.response_time_ms}
+    shaped.update({k: v for k, v in (("message", result.message), ("error", result.error)) if v})
     return shaped

@@ -27,3 +27,50 @@ def ensure_super_admin(session: Session, *, email: str, password: str) -> bool:
         return False
     users.create(session, tenant_id=None, email=email, name="Platform Admin", role="super_admin", password=password)
     return True
+
+
+def sandbox_entry(base_url: str, *, client_id: str, client_secret: str) -> dict:
+    """Return the catalog entry (column names) of the bundled sandbox CRM served at `base_url`."""
+    base = base_url.rstrip("/")
+    return providers.document_columns({
+        "name": "Sandbox CRM",
+        "displayName": "Sandbox CRM",
+        "description": "The hub's bundled offline CRM: OAuth2 with PKCE, API key or basic auth, paged accounts and contacts.",
+        "category": "crm",
+        "provider": "sandbox_crm",
+        "status": "active",
+        "audience": "tenant",
+        "capabilities": ["read", "search", "sync"],
+        "supportedSyncDirections": ["pull"],
+        "supportsRealtime": False,
+        "supportsWebhooks": False,
+        "supportsNotifications": False,
+        "supportsSearch": True,
+        "searchableEntities": ["Account", "Contact"],
+        "searchCapabilities": {"fullText": True, "fieldSpecific": False, "filtered": True},
+        "requiresUserScoping": False,
+        "authType": "oauth2",
+        "oauthConfig": {
+            "authorizationUrl": f"{base}/oauth/authorize",
+            "tokenUrl": f"{base}/oauth/token",
+            "revocationUrl": f"{base}/oauth/revoke",
+            "scopes": ["crm.read", "crm.write"],
+            "scopeSeparator": " ",
+            "pkceRequired": True,
+            "clientId": client_id,
+            "clientSecret": client_secret,
+        },
+        "availableEntities": [
+            {"name": "Account", "displayName": "Accounts", "fields": [{"name": "name", "type": "string"}]},
+            {"name": "Contact", "displayName": "Contacts", "fields": [{"name": "email", "type": "string"}]},
+        ],
+        "entityMappings": [],
+        "icon": "sandbox",
+        "color": "#6B46C1",
+        "version": "v1",
+        "isPremium": False,
+        "requiredPlan": None,
+        "apiBaseUrl": base,
+        "testRequest": {"method": "GET", "path": "/me", "expectedStatus": 401},
+        "apiKeyHeader": "X-API-Key",
+    })

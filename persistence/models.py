@@ -120,6 +120,9 @@ class Provider(SQLModel, table=True):
     required_plan: Optional[str] = Field(default=None, max_length=20)
     api_base_url: Optional[str] = Field(default=None, max_length=2048)
     test_request: Optional[dict] = Field(default=None, sa_type=sa.JSON)
+    api_key_header: Optional[str] = Field(default=None, max_length=100)
+    # The OAuth client secret, vault-sealed and bound to this provider; never in oauth_config.
+    oauth_client_secret: Optional[str] = Field(default=None)
     created_at: datetime = _ts()
     updated_at: datetime = _ts(index=True)
 
@@ -145,3 +148,87 @@ class AuditEntry(SQLModel, table=True):
     changes: Optional[dict] = Field(default=None, sa_type=sa.JSON)
     outcome: str = Field(default="success", max_length=10)
     created_at: datetime = _ts(index=True)
+
+
+class Integration(SQLModel, table=True):
+    """A tenant's enabled instance of a catalog provider (IntegrationDocument of the seed).
+
+    `status`: pending (no working connection yet), connected, error, disabled.
+    """
+
+    __tablename__ = "integrations"
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "name", name="uq_integrations_tenant_name"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    tenant_id: uuid.UUID = Field(foreign_key="tenants.id", index=True)
+    provider_id: uuid.UUID = Field(foreign_key="providers.id", index=True)
+    name: str = Field(max_length=200)
+    description: Optional[str] = Field(default=None, max_length=1000)
+    icon: Optional[str] = Field(default=None, max_length=200)
+    settings: dict = Field(default_factory=dict, sa_type=sa.JSON)
+    allowed_shard_types: list = _json()
+    search_enabled: bool = False
+    searchable_entities: list = _json()
+    user_scoped: bool = False
+    status: str = Field(default="pending", max_length=20, index=True)
+    enabled_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    enabled_by: Optional[uuid.UUID] = Field(default=None)
+    last_connected_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    last_error: Optional[str] = Field(default=None, max_length=500)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Connection(SQLModel, table=True):
+    """The credentials linking an integration to the external system.
+
+    One per integration for the tenant (`user_id` NULL), one per user for user-scoped
+    integrations. `secret` is the vault-sealed credential set, bound to tenant and connection;
+    it is never returned by the API. `status`: active, expired (needs re-auth), revoked, error.
+    """
+
+    __tablename__ = "connections"
+    __table_args__ = (sa.UniqueConstraint("integration_id", "owner_key", name="uq_connections_owner"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    tenant_id: uuid.UUID = Field(foreign_key="tenants.id", index=True)
+    integration_id: uuid.UUID = Field(foreign_key="integrations.id", index=True)
+    user_id: Optional[uuid.UUID] = Field(default=None, foreign_key="users.id", index=True)
+    # "tenant" or the user id: a unique key that also works where NULLs are distinct.
+    owner_key: str = Field(max_length=40)
+    auth_type: str = Field(max_length=10)
+    status: str = Field(default="active", max_length=10)
+    display_name: Optional[str] = Field(default=None, max_length=200)
+    secret: Optional[str] = Field(default=None)
+    secret_version: int = Field(default=0)
+    scopes: list = _json()
+    connected_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    expires_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    last_validated_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    validation_error: Optional[str] = Field(default=None, max_length=500)
+    last_response_time_ms: Optional[float] = Field(default=None)
+    disconnected_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class OAuthState(SQLModel, table=True):
+    """A pending OAuth authorization: single-use, 10 minutes, bound to who started it and why.
+
+    Stored by the SHA-256 of the `state` value; the PKCE verifier is vault-sealed.
+    RFC 6749 section 10.12, RFC 7636, RFC 9700 section 4.7.
+    """
+
+    __tablename__ = "oauth_states"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    state_hash: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    tenant_id: uuid.UUID = Field(foreign_key="tenants.id", index=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id")
+    integration_id: uuid.UUID = Field(foreign_key="integrations.id")
+    user_scoped: bool = False
+    sealed_verifier: str
+    return_url: str = Field(max_length=2048)
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    used_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = _ts()

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from persistence.errors import Conflict, InvalidInput, NotFound
-from persistence.models import Provider, utcnow
+from persistence import vault
+from persistence.models import Integration, Provider, utcnow
 from persistence.pages import Page, contains, ordering, paginate
 
 # Provider document field (API and seed file) -> Provider column; the one source of the mapping.
@@ -45,6 +46,7 @@ DOCUMENT_FIELDS = {
     "requiredPlan": "required_plan",
     "apiBaseUrl": "api_base_url",
     "testRequest": "test_request",
+    "apiKeyHeader": "api_key_header",
 }
 
 
@@ -65,7 +67,9 @@ SORTABLE = {
 def create(session: Session, *, fields: dict[str, Any]) -> Provider:
     """Add a provider from column-named `fields`; raise Conflict if its `provider` key exists."""
     _ensure_key_free(session, key=fields["provider"])
+    secret = _take_client_secret(fields)
     row = Provider(**fields)
+    _store_client_secret(row, secret)
     check_rules(row)
     session.add(row)
     session.flush()
@@ -80,7 +84,7 @@ def get(session: Session, *, provider_id: uuid.UUID, category: str | None = None
     return row
 
 
-def get_listed(session: Session, *, provider_id: uuid.UUID, category: str) -> Provider:
+def get_listed(session: Session, *, provider_id: uuid.UUID, category: str | None = None) -> Provider:
     """Return a provider visible in the tenant catalog (audience=tenant, status=active), else NotFound."""
     row = get(session, provider_id=provider_id, category=category)
     if row.audience != "tenant" or row.status != "active":
@@ -129,6 +133,8 @@ def update(session: Session, *, provider_id: uuid.UUID, category: str, fields: d
     row = get(session, provider_id=provider_id, category=category)
     if "provider" in fields and fields["provider"] != row.provider:
         _ensure_key_free(session, key=fields["provider"])
+    secret = _take_client_secret(fields)
+    _store_client_secret(row, secret)
     for key, value in fields.items():
         setattr(row, key, value)
     check_rules(row)
@@ -153,8 +159,11 @@ def check_rules(row: Provider) -> None:
 
 
 def delete(session: Session, *, provider_id: uuid.UUID, category: str) -> Provider:
-    """Delete the provider and return the deleted row."""
+    """Delete the provider and return the deleted row; Conflict while tenants have it enabled."""
     row = get(session, provider_id=provider_id, category=category)
+    if session.exec(select(Integration.id).where(Integration.provider_id == row.id)).first() is not None:
+        raise Conflict("Tenants have integrations of this provider; disable it instead",
+                       details={"reason": "provider_in_use"})
     session.delete(row)
     session.flush()
     return row
@@ -167,7 +176,11 @@ def upsert_seed(session: Session, *, fields: dict[str, Any]) -> bool:
     """
     if session.exec(select(Provider.id).where(Provider.provider == fields["provider"])).first() is not None:
         return False
-    session.add(Provider(**fields))
+    fields = dict(fields)
+    secret = _take_client_secret(fields)
+    row = Provider(**fields)
+    _store_client_secret(row, secret)
+    session.add(row)
     session.flush()
     return True
 
@@ -175,3 +188,34 @@ def upsert_seed(session: Session, *, fields: dict[str, Any]) -> bool:
 def _ensure_key_free(session: Session, *, key: str) -> None:
     if session.exec(select(Provider.id).where(Provider.provider == key)).first() is not None:
         raise Conflict(f"A provider with key '{key}' already exists", details={"field": "provider"})
+
+
+def client_secret(row: Provider) -> str | None:
+    """Return the provider's OAuth client secret, opened from the vault, or None if unset."""
+    return vault.open_sealed(row.oauth_client_secret, binding=f"provider:{row.id}") if row.oauth_client_secret else None
+
+
+def _take_client_secret(fields: dict[str, Any]) -> str | None:
+    # The secret travels inside oauthConfig in the API but is stored sealed in its own column.
+    config = fields.get("oauth_config")
+    if not isinstance(config, dict) or "clientSecret" not in config:
+        return None
+    fields["oauth_config"] = {k: v for k, v in config.items() if k != "clientSecret"}
+    return config["clientSecret"]
+
+
+def _store_client_secret(row: Provider, secret: str | None) -> None:
+    if secret is None:
+        return  # absent: unchanged
+    row.oauth_client_secret = vault.seal(secret, binding=f"provider:{row.id}") if secret else None
+
+
+def reseal_client_secrets(session: Session) -> int:
+    """Re-seal every provider's OAuth client secret under the newest key; return how many changed."""
+    changed = 0
+    for row in session.exec(select(Provider).where(Provider.oauth_client_secret.is_not(None)).with_for_update()).all():
+        if vault.needs_rotation(row.oauth_client_secret):
+            row.oauth_client_secret = vault.seal(client_secret(row), binding=f"provider:{row.id}")
+            session.add(row)
+            changed += 1
+    return changed

@@ -74,6 +74,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory):
         hub_admin_password=ADMIN_PASSWORD,
         HUB_VALIDATE_RESPONSES=True,
         allowed_origins="https://app.example.com",
+        hub_public_url="http://testserver",
         HUB_OUTBOUND_TIMEOUT=3,
         HUB_OUTBOUND_ALLOWLIST="127.0.0.1",  # the loopback test servers and the sandbox provider
     )
@@ -89,6 +90,28 @@ def app(settings):
     built = create_app(settings)
     bootstrap(settings)
     return built
+
+
+@pytest.fixture(scope="session")
+def sandbox(settings):
+    """The sandbox provider on a loopback port, registered with the hub's OAuth redirect URI."""
+    from connectors.sandbox import SandboxConfig, SandboxServer
+
+    server = SandboxServer(SandboxConfig(redirect_uris=[settings.oauth_redirect_uri])).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sandbox_provider(client, super_admin, sandbox) -> dict:
+    """A catalog provider pointing at the sandbox (OAuth client registered, API key in X-API-Key)."""
+    return factories.create_provider(client, super_admin, **factories.sandbox_provider_fields(sandbox.base_url))
+
+
+@pytest.fixture
+def sandbox_integration(client, tenant_admin, sandbox_provider) -> dict:
+    """`tenant_admin`'s tenant with the sandbox provider enabled (pending, not connected)."""
+    return factories.enable_integration(client, tenant_admin, sandbox_provider["id"])
 
 
 @pytest.fixture(scope="session")

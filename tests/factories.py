@@ -105,3 +105,54 @@ def create_provider(client, admin: Account, **overrides: Any) -> dict:
     response = client.post("/api/v1/admin/integrations", json=provider_body(**overrides), headers=admin.headers)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def sandbox_provider_fields(base_url: str, **overrides: Any) -> dict:
+    """ProviderCreate overrides that point a provider at the sandbox served at `base_url`."""
+    return {
+        "name": "Sandbox CRM",
+        "displayName": "Sandbox CRM",
+        "provider": unique("sandbox_"),
+        "authType": "oauth2",
+        "oauthConfig": {
+            "authorizationUrl": f"{base_url}/oauth/authorize",
+            "tokenUrl": f"{base_url}/oauth/token",
+            "revocationUrl": f"{base_url}/oauth/revoke",
+            "scopes": ["crm.read", "crm.write"],
+            "scopeSeparator": " ",
+            "pkceRequired": True,
+            "clientId": "hub-sandbox-client",
+            "clientSecret": "hub-sandbox-secret",
+        },
+        "apiBaseUrl": base_url,
+        "testRequest": {"method": "GET", "path": "/me", "expectedStatus": 401},
+        "apiKeyHeader": "X-API-Key",
+    } | overrides
+
+
+def enable_integration(client, admin: Account, provider_id: str, **overrides: Any) -> dict:
+    """Enable a provider for `admin`'s tenant and return the integration document."""
+    body = {"integrationId": provider_id, "name": unique("Integration ")} | overrides
+    response = client.post("/api/v1/tenant/integrations", json=body, headers=admin.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def follow_authorization(authorization_url: str, **params: str):
+    """Open the provider's authorization URL like a headless browser; return its redirect response.
+
+    The sandbox auto-approves, so the answer is a 302 to the hub's callback (or to the callback
+    with `error=` when `params` ask it to deny).
+    """
+    import httpx
+
+    url = authorization_url + "".join(f"&{k}={v}" for k, v in params.items())
+    return httpx.get(url, follow_redirects=False, timeout=10)
+
+
+def callback_path(location: str) -> str:
+    """The hub-relative path and query of a redirect to the hub's OAuth callback."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(location)
+    return f"{parts.path}?{parts.query}"

@@ -99,7 +99,7 @@ class TestOperationConventions:
                 assert "maxItems" in prop, f"{name} has no maxItems"
             if prop.get("type") == "integer":
                 assert "maximum" in prop or "minimum" in prop, f"{name} is unbounded"
-            if re.search(r"password|secret|api_?key|token$", name, re.I) and prop.get("type") == "string":
+            if re.search(r"(password|secret|api_?key|token)$", name, re.I) and prop.get("type") == "string":
                 assert prop.get("writeOnly") or prop.get("readOnly"), f"{name} must be writeOnly"
 
     def test_parameters_are_bounded(self, spec, path, method, op):

@@ -16,6 +16,7 @@ from sqlmodel import select
 
 from persistence.db import transaction
 from persistence.models import AuditEntry, RefreshToken, Tenant, User
+from handlers.app import load_spec
 from tests import factories
 from tests.conftest import JWT_SECRET
 
@@ -26,7 +27,9 @@ LOGOUT = "/api/v1/auth/logout"
 REGISTER = "/api/v1/auth/register"
 
 OUR_KID = hashlib.sha256(JWT_SECRET.encode()).hexdigest()[:16]  # the hub's key id for JWT_SECRET
-TENANT_ADMIN_SCOPES = ["catalog:read", "profile", "users:read", "users:write"]
+# What the spec grants each role (x-role-scopes of the bearer scheme), as /auth/me lists it.
+ROLE_SCOPES = load_spec()["components"]["securitySchemes"]["bearerAuth"]["x-role-scopes"]
+TENANT_ADMIN_SCOPES = sorted(ROLE_SCOPES["tenant_admin"])
 
 
 ANY = object()  # `details` may be present (any object) or absent
@@ -442,12 +445,13 @@ class TestGetMe:
         assert body["permissions"] == TENANT_ADMIN_SCOPES
         assert body["createdAt"].endswith("Z")
 
-    def test_plain_user_holds_only_profile_and_catalog(self, client, member):
+    def test_plain_user_holds_only_what_its_role_grants(self, client, member):
         response = client.get(ME, headers=member.headers)
 
         assert response.status_code == 200, response.text
         assert response.json()["role"] == "user"
-        assert response.json()["permissions"] == ["catalog:read", "profile"]
+        assert response.json()["permissions"] == sorted(ROLE_SCOPES["user"])
+        assert "users:read" not in response.json()["permissions"]
 
     def test_super_admin_has_no_tenant(self, client, super_admin):
         response = client.get(ME, headers=super_admin.headers)

@@ -103,6 +103,7 @@ def full_body(**overrides) -> dict:
     """A ProviderCreate body with every field set to a non-default value."""
     return factories.provider_body(
         name="Full Provider",
+        apiKeyHeader="X-Full-Key",
         displayName="Full Provider Display",
         description="Every field is set.",
         category="communication",

@@ -1,0 +1,84 @@
+"""Operations of tag `connections` (openapi/paths/connections.yaml). Tenant admin.
+Seed: integration API implementation, "Connection Management Endpoints"."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from connectors import connection_flows as flows
+from handlers import ratelimit, runtime, views
+from handlers.security import Caller
+from persistence import audit, connections
+from persistence.db import transaction
+from persistence.errors import InvalidInput
+
+
+def start_oauth_connection(id: str, body: dict, token_info: dict) -> dict:
+    """Start the authorization code flow (PKCE S256) for the tenant connection."""
+    caller = Caller.from_token(token_info)
+    url, state = flows.start_oauth(runtime.get().flows(), actor=caller.actor, integration_id=UUID(id),
+                                   return_url=body["returnUrl"], user_scoped=False)
+    return {"authorizationUrl": url, "state": state}
+
+
+def connect_api_key(id: str, body: dict, token_info: dict) -> dict:
+    """Connect with an API key, checked against the provider first."""
+    return _connect(id, token_info, "api_key", {"apiKey": body["apiKey"]}, body.get("displayName"))
+
+
+def connect_basic(id: str, body: dict, token_info: dict) -> dict:
+    """Connect with HTTP basic credentials, checked against the provider first."""
+    return _connect(id, token_info, "basic", {"username": body["username"], "password": body["password"]},
+                    body.get("displayName"))
+
+
+def connect_custom(id: str, body: dict, token_info: dict) -> dict:
+    """Connect with provider-specific credentials sent as headers, checked first."""
+    return _connect(id, token_info, "custom", body["credentials"], body.get("displayName"))
+
+
+def get_connection(id: str, token_info: dict) -> dict:
+    """Return the tenant connection's state (never its secret)."""
+    caller = Caller.from_token(token_info)
+    with transaction() as session:
+        return views.connection(connections.get(session, tenant_id=caller.tenant_id, integration_id=UUID(id)))
+
+
+def test_connection(id: str, token_info: dict) -> dict:
+    """Call the provider with the connection's credentials; limited per integration."""
+    caller = Caller.from_token(token_info)
+    settings = runtime.get().settings
+    ratelimit.enforce(f"{settings.connection_tests_per_minute}/minute", "connection-test", str(caller.tenant_id), id)
+    result = flows.test_connection(runtime.get().flows(), actor=caller.actor, integration_id=UUID(id))
+    shaped = views.check_result(result)
+    if result.body:
+        shaped["details"] = dict(list(result.body.items())[:50])
+    return shaped
+
+
+def disconnect(id: str, token_info: dict) -> dict:
+    """Destroy the tenant connection's credentials; the integration goes back to pending."""
+    caller = Caller.from_token(token_info)
+    with transaction() as session:
+        row = connections.disconnect(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
+        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="connection.disconnect",
+                     resource_type="connection", resource_id=row.id)
+        return {"success": True, "disconnectedAt": views.timestamp(row.disconnected_at)}
+
+
+def update_credentials(id: str, body: dict, token_info: dict) -> dict:
+    """Replace the tenant connection's credentials (checked first, except OAuth tokens)."""
+    caller = Caller.from_token(token_info)
+    kind = {"oauth": "oauth2"}.get(body["credentialType"], body["credentialType"])
+    credentials = flows.normalize_credentials(kind, body["credentials"])
+    row = flows.replace_credentials(runtime.get().flows(), actor=caller.actor, integration_id=UUID(id),
+                                    auth_type=kind, credentials=credentials)
+    return {"success": True, "credentialSecretName": connections.secret_name(row),
+            "updatedAt": views.timestamp(row.updated_at)}
+
+
+def _connect(id: str, token_info: dict, auth_type: str, credentials: dict, display_name: str | None) -> dict:
+    caller = Caller.from_token(token_info)
+    row = flows.connect_static(runtime.get().flows(), actor=caller.actor, integration_id=UUID(id),
+                               auth_type=auth_type, credentials=credentials, display_name=display_name)
+    return views.connected(row)

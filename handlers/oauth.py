@@ -1,0 +1,16 @@
+"""Operations of tag `oauth` (openapi/paths/oauth.yaml): the provider's redirect back to the hub."""
+
+from __future__ import annotations
+
+from connectors import connection_flows as flows
+from handlers import runtime
+from handlers.security import request_actor
+
+
+def oauth_callback(state: str, code: str | None = None, error: str | None = None,
+                   error_description: str | None = None, error_uri: str | None = None,
+                   scope: str | None = None, iss: str | None = None) -> tuple[None, int, dict]:
+    """Complete the authorization code flow and redirect (302) to the flow's returnUrl."""
+    location = flows.complete_oauth(runtime.get().flows(), state=state, code=code, error=error,
+                                    error_description=error_description, actor=request_actor())
+    return None, 302, {"Location": location, "Cache-Control": "no-store"}

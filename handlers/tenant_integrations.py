@@ -1,0 +1,93 @@
+"""Operations of tag `tenant-integrations` (openapi/paths/tenant-integrations.yaml). Tenant admin.
+Seed: integration API implementation, "Tenant Integration Endpoints"."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from handlers import views
+from handlers.security import Caller
+from persistence import audit, integrations, providers, tenants
+from persistence.db import transaction
+
+BASE = "/api/v1/tenant/integrations"
+# API field -> column of the writable IntegrationDocument fields.
+FIELDS = {"name": "name", "description": "description", "icon": "icon", "settings": "settings",
+          "allowedShardTypes": "allowed_shard_types", "searchEnabled": "search_enabled",
+          "searchableEntities": "searchable_entities", "userScoped": "user_scoped"}
+
+
+def _columns(body: dict) -> dict:
+    return {FIELDS[key]: value for key, value in body.items() if key in FIELDS}
+
+
+def list_tenant_integrations(token_info: dict, limit: int = 50, offset: int = 0, status: str | None = None,
+                             providerName: str | None = None, search: str | None = None,
+                             sortBy: str = "createdAt", sortOrder: str = "asc") -> dict:
+    """Return one page of the caller's tenant's integrations."""
+    caller = Caller.from_token(token_info)
+    with transaction() as session:
+        result = integrations.list_page(session, tenant_id=caller.tenant_id, limit=limit, offset=offset, status=status,
+                                        provider_name=providerName, search=search, sort_by=sortBy, sort_order=sortOrder)
+        return views.page("integrations", result, views.integration)
+
+
+def create_tenant_integration(body: dict, token_info: dict) -> tuple[dict, int, dict]:
+    """Enable a catalog provider for the caller's tenant (plan-gated for premium providers)."""
+    caller = Caller.from_token(token_info)
+    with transaction() as session:
+        provider = providers.get_listed(session, provider_id=UUID(body["integrationId"]))
+        tenant = tenants.get(session, tenant_id=caller.tenant_id)
+        row = integrations.create(session, tenant=tenant, provider=provider, fields=_columns(body),
+                                  enabled_by=caller.user_id)
+        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.create",
+                     resource_type="integration", resource_id=row.integration.id, changes=body)
+        return views.integration(row), 201, {"Location": f"{BASE}/{row.integration.id}"}
+
+
+def get_tenant_integration(id: str, token_info: dict) -> dict:
+    """Return one integration of the caller's tenant."""
+    caller = Caller.from_token(token_info)
+    with transaction() as session:
+        return views.integration(integrations.get_row(session, tenant_id=caller.tenant_id, integration_id=UUID(id)))
+
+
+def update_tenant_integration(id: str, body: dict, token_info: dict) -> dict:
+    """Change an integration's configuration."""
+    caller = Caller.from_token(token_info)
+    with transaction() as session:
+        integrations.update(session, tenant_id=caller.tenant_id, integration_id=UUID(id), fields=_columns(body))
+        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.update",
+                     resource_type="integration", resource_id=id, changes=body)
+        return views.integration(integrations.get_row(session, tenant_id=caller.tenant_id, integration_id=UUID(id)))
+
+
+def delete_tenant_integration(id: str, token_info: dict) -> tuple[None, int]:
+    """Remove an integration with its connections and their stored credentials."""
+    caller = Caller.from_token(token_info)
+    with transaction() as session:
+        integrations.delete(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
+        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.delete",
+                     resource_type="integration", resource_id=id)
+    return None, 204
+
+
+def activate_tenant_integration(id: str, token_info: dict) -> dict:
+    """Re-enable an integration: connected with a working connection, else pending."""
+    caller = Caller.from_token(token_info)
+    with transaction() as session:
+        row = integrations.activate(session, tenant_id=caller.tenant_id, integration_id=UUID(id), by=caller.user_id)
+        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.activate",
+                     resource_type="integration", resource_id=id, changes={"status": row.status})
+        return {"id": str(row.id), "status": row.status, "enabledAt": views.timestamp(row.enabled_at),
+                "enabledBy": str(row.enabled_by)}
+
+
+def deactivate_tenant_integration(id: str, token_info: dict) -> dict:
+    """Disable an integration, keeping its configuration and connection."""
+    caller = Caller.from_token(token_info)
+    with transaction() as session:
+        row = integrations.deactivate(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
+        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.deactivate",
+                     resource_type="integration", resource_id=id)
+        return {"id": str(row.id), "status": row.status, "updatedAt": views.timestamp(row.updated_at)}

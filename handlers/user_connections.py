@@ -1,0 +1,44 @@
+"""Operations of tag `user-connections` (openapi/paths/user-connections.yaml): a user's own
+connections to user-scoped integrations. Seed: "User-Scoped Connection Endpoints"."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from connectors import connection_flows as flows
+from handlers import runtime, views
+from handlers.security import Caller
+from persistence import audit, connections, integrations
+from persistence.db import transaction
+
+
+def start_user_oauth_connection(id: str, body: dict, token_info: dict) -> dict:
+    """Start the authorization code flow for the caller's own account."""
+    caller = Caller.from_token(token_info)
+    url, state = flows.start_oauth(runtime.get().flows(), actor=caller.actor, integration_id=UUID(id),
+                                   return_url=body["returnUrl"], user_scoped=True)
+    return {"authorizationUrl": url, "state": state}
+
+
+def get_user_connection(id: str, token_info: dict) -> dict:
+    """Tell whether the caller has connected their own account to the integration."""
+    caller = Caller.from_token(token_info)
+    with transaction() as session:
+        integrations.get(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
+        row = connections.find(session, tenant_id=caller.tenant_id, integration_id=UUID(id), user_id=caller.user_id)
+        if row is None:
+            return {"connected": False}
+        return {"connected": row.status == "active", "connectionId": str(row.id), "status": row.status,
+                "lastConnectedAt": views.timestamp(row.connected_at)}
+
+
+def disconnect_user_connection(id: str, token_info: dict) -> dict:
+    """Destroy the caller's own connection's credentials."""
+    caller = Caller.from_token(token_info)
+    with transaction() as session:
+        integrations.get(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
+        row = connections.disconnect(session, tenant_id=caller.tenant_id, integration_id=UUID(id),
+                                     user_id=caller.user_id)
+        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="connection.user_disconnect",
+                     resource_type="connection", resource_id=row.id)
+        return {"success": True, "disconnectedAt": views.timestamp(row.disconnected_at)}

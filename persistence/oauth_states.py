@@ -1,0 +1,49 @@
+"""Pending OAuth authorizations (the `state` parameter). RFC 6749 section 10.12, RFC 9700 4.7.
+
+The state value itself is never stored, only its SHA-256; it is single-use and short-lived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import timedelta
+
+from sqlmodel import Session, select
+
+from persistence import vault
+from persistence.errors import InvalidInput
+from persistence.models import OAuthState, as_utc, utcnow
+
+TTL = timedelta(minutes=10)
+
+
+def _digest(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def create(session: Session, *, tenant_id: uuid.UUID, user_id: uuid.UUID, integration_id: uuid.UUID,
+           user_scoped: bool, code_verifier: str, return_url: str) -> str:
+    """Record a new authorization and return its fresh, unguessable `state` value (256 bits)."""
+    state = secrets.token_urlsafe(32)
+    row = OAuthState(state_hash=_digest(state), tenant_id=tenant_id, user_id=user_id, integration_id=integration_id,
+                     user_scoped=user_scoped, sealed_verifier="", return_url=return_url, expires_at=utcnow() + TTL)
+    row.sealed_verifier = vault.seal(code_verifier, binding=f"oauth-state:{row.id}")
+    session.add(row)
+    session.flush()
+    return state
+
+
+def consume(session: Session, *, state: str) -> tuple[OAuthState, str]:
+    """Mark the authorization used and return it with its PKCE verifier.
+
+    Raises InvalidInput for an unknown, expired or already used state (replay); the row is
+    locked so two callbacks with one state cannot both pass.
+    """
+    row = session.exec(select(OAuthState).where(OAuthState.state_hash == _digest(state)).with_for_update()).first()
+    if row is None or row.used_at is not None or as_utc(row.expires_at) <= utcnow():
+        raise InvalidInput("The OAuth state is unknown, expired or already used", details={"field": "state"})
+    row.used_at = utcnow()
+    session.add(row)
+    return row, vault.open_sealed(row.sealed_verifier, binding=f"oauth-state:{row.id}")
