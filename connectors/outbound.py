@@ -72,11 +72,15 @@ def check_url(url: str, policy: OutboundPolicy) -> tuple[str, str]:
     record is refused).
     """
     parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise OutboundRefused("malformed URL: invalid port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise OutboundRefused("only absolute http(s) URLs may be called")
     host = parts.hostname
     try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise OutboundRefused(f"cannot resolve host {host!r}: {exc}") from None
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
@@ -87,6 +91,21 @@ def check_url(url: str, policy: OutboundPolicy) -> tuple[str, str]:
             if not policy.allows_address(address):
                 raise OutboundRefused(f"address {address} of host {host!r} is not allowed")
     return host, str(addresses[0])
+
+
+def screen_url(url: str, policy: OutboundPolicy) -> None:
+    """Refuse, at configuration time, a URL whose host is or resolves to a forbidden address.
+
+    A host that does not resolve now is let through (it is checked again on every call), so a
+    catalog of real services can be configured on a machine without DNS.
+    Raises OutboundRefused for a non-http(s) URL or a forbidden address.
+    """
+    try:
+        check_url(url, policy)
+    except OutboundRefused as exc:
+        if str(exc).startswith("cannot resolve host"):
+            return
+        raise
 
 
 class GuardedTransport(httpx.HTTPTransport):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from connectors.outbound import OutboundRefused, screen_url
 from connectors.probe import probe
 from handlers import runtime, views
 from handlers.errors import ApiError
@@ -28,6 +29,7 @@ def list_providers(token_info: dict, limit: int = 50, offset: int = 0, category:
 def create_provider(body: dict, token_info: dict) -> tuple[dict, int, dict]:
     """Add a provider to the catalog (409 on a duplicate `provider` key)."""
     caller = Caller.from_token(token_info)
+    _screen_urls(body)
     with transaction() as session:
         row = providers.create(session, fields=providers.document_columns(body))
         audit.record(session, tenant_id=None, actor=caller.actor, action="provider.create", resource_type="provider",
@@ -86,8 +88,21 @@ def test_provider(category: str, id: str, token_info: dict) -> dict:
     return views.check_result(result)
 
 
+def _screen_urls(body: dict) -> None:
+    # SSRF defence at configuration time; every call is checked again by the outbound guard.
+    config = body.get("oauthConfig") or {}
+    for field, url in (("apiBaseUrl", body.get("apiBaseUrl")), ("oauthConfig.tokenUrl", config.get("tokenUrl")),
+                       ("oauthConfig.revocationUrl", config.get("revocationUrl"))):
+        if url:
+            try:
+                screen_url(url, runtime.get().outbound)
+            except OutboundRefused as exc:
+                raise ApiError(400, "VALIDATION_ERROR", f"{field} may not be called: {exc}", details={"field": field}) from None
+
+
 def _update(category: str, id: str, body: dict, token_info: dict, *, action: str, shape) -> dict:
     caller = Caller.from_token(token_info)
+    _screen_urls(body)
     with transaction() as session:
         row = providers.update(session, provider_id=UUID(id), category=category, fields=providers.document_columns(body))
         audit.record(session, tenant_id=None, actor=caller.actor, action=action, resource_type="provider",
