@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import sys
+import warnings
 
 from handlers.settings import Settings, load_settings
 
@@ -104,6 +105,9 @@ def serve(settings: Settings, *, workers: int = 1, sandbox: bool = True) -> None
         port=settings.hub_port,
         workers=workers,
         log_level="info",
+        # The hub logs one line per request itself, without query strings: uvicorn's access
+        # log would record OAuth codes and states from the callback's URL.
+        access_log=False,
     )
 
 
@@ -128,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
+    # Starlette's test client and Authlib announce an httpx successor; nothing to act on here.
+    warnings.filterwarnings("ignore", message=".*httpx2.*")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if getattr(args, "host", None):
