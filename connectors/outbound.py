@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
+
+from connectors.telemetry import OUTBOUND_CALLS, OUTBOUND_DURATION
 
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 # Not globally routable, or special-purpose, beyond what `ipaddress.is_global` already refuses.
@@ -116,13 +119,27 @@ class GuardedTransport(httpx.HTTPTransport):
         self.policy = policy
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        host, address = check_url(str(request.url), self.policy)
+        host = request.url.host
+        try:
+            host, address = check_url(str(request.url), self.policy)
+        except OutboundRefused:
+            OUTBOUND_CALLS.labels(host=host, outcome="refused").inc()
+            raise
         if request.url.scheme == "https":
             request.extensions = {**request.extensions, "sni_hostname": host}
         request.headers["Host"] = request.url.netloc.decode("ascii")
         ip_host = f"[{address}]" if ":" in address else address
         request.url = request.url.copy_with(host=ip_host)
-        return super().handle_request(request)
+        started = time.perf_counter()
+        try:
+            response = super().handle_request(request)
+        except httpx.HTTPError:
+            OUTBOUND_CALLS.labels(host=host, outcome="error").inc()
+            raise
+        finally:
+            OUTBOUND_DURATION.labels(host=host).observe(time.perf_counter() - started)
+        OUTBOUND_CALLS.labels(host=host, outcome=str(response.status_code)).inc()
+        return response
 
 
 def client(policy: OutboundPolicy, **kwargs) -> httpx.Client:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,8 @@ from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolution, Resolver
 from connexion.spec import Specification
 
-from handlers import errors, runtime
+from handlers import errors, ratelimit, runtime
+from handlers.observability import configure_logging
 from handlers.middleware import EnvelopeCORSMiddleware, RequestContextMiddleware
 from handlers.security import PermissionMiddleware
 from handlers.settings import Settings, load_settings
@@ -64,6 +64,15 @@ class TagResolver(Resolver):
         return Resolution(function, operation.operation_id)
 
 
+def _merged_limits(*specs: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {"paths": {}, "x-plan-limits": {}, "x-rate-limit-classes": {}}
+    for spec in specs:
+        merged["paths"].update(spec.get("paths", {}))
+        merged["x-plan-limits"].update(spec.get("x-plan-limits", {}))
+        merged["x-rate-limit-classes"].update(spec.get("x-rate-limit-classes", {}))
+    return merged
+
+
 def create_app(settings: Settings | None = None) -> AsyncApp:
     """Build the hub's ASGI app: both contracts, security, validation, errors, middleware.
 
@@ -88,6 +97,9 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
             outbound=OutboundPolicy(allowlist=settings.outbound_allowed, timeout=settings.outbound_timeout_seconds),
             role_scopes=role_scopes(api_spec),
             operation_scopes={**operation_scopes(api_spec), **operation_scopes(root_spec)},
+            rate_limits=ratelimit.from_spec(_merged_limits(api_spec, root_spec),
+                                            storage_uri=settings.redis_url or "memory://",
+                                            scale=settings.rate_limit_scale),
         )
     )
     app = AsyncApp(
@@ -101,6 +113,7 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     app.add_api(api_spec, base_path="/api/v1", name="api")
     app.add_api(root_spec, base_path="", name="root", swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
     app.add_middleware(PermissionMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
+    app.add_middleware(ratelimit.RateLimitMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     # Each middleware added at BEFORE_EXCEPTION lands inside the ones added before it: the
     # request context goes first so it wraps CORS, and preflight answers carry X-Request-ID too.
     app.add_middleware(
@@ -116,5 +129,11 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
         max_age=600,
     )
     errors.register(app)
-    logging.getLogger("hub").setLevel(logging.INFO)
     return app
+
+
+def serving_app() -> AsyncApp:
+    """The uvicorn factory: configure logging, then build the app (runs in every worker process)."""
+    settings = load_settings()
+    configure_logging(settings.log_format)
+    return create_app(settings)

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
-from handlers import runtime, views
+from handlers import ratelimit, runtime, views
 from handlers.errors import ApiError
 from handlers.security import INVALID_CREDENTIALS, INVALID_TOKEN, Caller, refuse_standing, request_actor
 from handlers.tokens import decode, mint_access, mint_refresh
@@ -20,6 +20,7 @@ from persistence.refresh_tokens import RefreshRejected
 
 def register(body: dict) -> tuple[dict, int]:
     """Create a tenant on the free plan with its first tenant_admin, and sign that admin in."""
+    ratelimit.enforce_register(users.normalize_email(body["email"]), request_actor().ip)
     with transaction() as session:
         tenant, user = accounts.register_tenant(
             session, email=body["email"], password=body["password"], name=body["name"], tenant_name=body["tenantName"]
@@ -30,7 +31,12 @@ def register(body: dict) -> tuple[dict, int]:
 
 
 def login(body: dict) -> dict:
-    """Exchange email and password for tokens; every attempt, failed or not, is audited."""
+    """Exchange email and password for tokens; every attempt, failed or not, is audited.
+
+    Throttled per IP and per email (failures only, 15 minutes): see handlers/ratelimit.py.
+    """
+    email = users.normalize_email(body["email"])
+    ratelimit.enforce_login(email, request_actor().ip)
     with transaction() as session:
         result = accounts.check_password(session, email=body["email"], password=body["password"])
         user = result.user
@@ -39,6 +45,8 @@ def login(body: dict) -> dict:
                      changes={"email": users.normalize_email(body["email"]), "failure": result.failure},
                      outcome="failure" if result.failure else "success")
         tokens = None
+        if result.failure == "invalid_credentials":
+            ratelimit.count_login_failure(email)
         if not result.failure:
             users.record_login(session, user=user)
             tokens = _sign_in(session, user)

@@ -9,6 +9,7 @@ import secrets
 import sys
 import warnings
 
+from handlers.observability import configure_logging
 from handlers.settings import Settings, load_settings
 
 
@@ -99,12 +100,13 @@ def serve(settings: Settings, *, workers: int = 1, sandbox: bool = True) -> None
         print(f"  interactive docs: {base}/api/v1/ui/", flush=True)
     print(f"  contract: {base}/api/v1/openapi.json   health: {base}/health", flush=True)
     uvicorn.run(
-        "handlers.app:create_app",
+        "handlers.app:serving_app",
         factory=True,
         host=settings.hub_host,
         port=settings.hub_port,
         workers=workers,
         log_level="info",
+        log_config=None,  # keep the hub's logging configuration (JSON with HUB_LOG_FORMAT=json)
         # The hub logs one line per request itself, without query strings: uvicorn's access
         # log would record OAuth codes and states from the callback's URL.
         access_log=False,
@@ -134,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Starlette's test client and Authlib announce an httpx successor; nothing to act on here.
     warnings.filterwarnings("ignore", message=".*httpx2.*")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logging(load_settings().log_format)
     if getattr(args, "host", None):
         os.environ["HUB_HOST"] = args.host  # the uvicorn factory re-reads settings in each worker
     if getattr(args, "port", None):

@@ -48,7 +48,9 @@ def test_connection(id: str, token_info: dict) -> dict:
     """Call the provider with the connection's credentials; limited per integration."""
     caller = Caller.from_token(token_info)
     settings = runtime.get().settings
-    ratelimit.enforce(f"{settings.connection_tests_per_minute}/minute", "connection-test", str(caller.tenant_id), id)
+    # Protects the provider, not the hub: not scaled by HUB_RATE_LIMIT_SCALE.
+    ratelimit.enforce(f"{settings.connection_tests_per_minute}/minute", "connection-test", str(caller.tenant_id), id,
+                      scaled=False)
     result = flows.test_connection(runtime.get().flows(), actor=caller.actor, integration_id=UUID(id))
     shaped = views.check_result(result)
     if result.body:

@@ -14,7 +14,8 @@ from typing import Any
 
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException
 
 from handlers.request_context import current_request_id
@@ -22,6 +23,7 @@ from persistence.errors import DomainError
 
 logger = logging.getLogger("hub.errors")
 
+DATABASE_RETRY_AFTER = 5  # seconds a client should wait when the database is down
 _CODE_BY_STATUS = {
     400: "VALIDATION_ERROR",
     401: "INVALID_TOKEN",
@@ -129,6 +131,16 @@ async def handle_integrity_error(_request: ConnexionRequest, exc: IntegrityError
     return error_response(409, "CONFLICT", "The change conflicts with existing data")
 
 
+async def handle_database_unavailable(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    """Answer 503 SERVICE_UNAVAILABLE (Retry-After 5) when the database is down or drops the connection.
+
+    The request's transaction was rolled back, so nothing of the change was written.
+    """
+    logger.error("database unavailable (request %s): %s", current_request_id(), type(exc).__name__)
+    return error_response(503, "SERVICE_UNAVAILABLE", "The database is unavailable; retry shortly",
+                          headers={"Retry-After": str(DATABASE_RETRY_AFTER)}, retry_after=DATABASE_RETRY_AFTER)
+
+
 async def handle_unexpected(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     """Log an unexpected exception with its stack trace and answer 500 INTERNAL_ERROR."""
     logger.error("unhandled error (request %s)", current_request_id(), exc_info=exc)
@@ -142,4 +154,6 @@ def register(app: Any) -> None:
     app.add_error_handler(ProblemException, handle_problem)
     app.add_error_handler(HTTPException, handle_http_exception)
     app.add_error_handler(IntegrityError, handle_integrity_error)
+    for unavailable in (OperationalError, InterfaceError, DisconnectionError, SQLAlchemyTimeoutError):
+        app.add_error_handler(unavailable, handle_database_unavailable)
     app.add_error_handler(Exception, handle_unexpected)

@@ -16,6 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from handlers.errors import ApiError, error_response
+from handlers.observability import REQUEST_DURATION
 from handlers.request_context import adopt_request_id, set_request_id
 
 logger = logging.getLogger("hub.request")
@@ -71,14 +72,19 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            logger.info(
-                "%s %s %s %.1fms",
-                scope.get("method"),
-                scope.get("path"),
-                status_holder["status"],
-                (time.perf_counter() - started) * 1000,
-                extra={"request_id": request_id},
-            )
+            self._log(scope, request_id, status_holder["status"], time.perf_counter() - started)
+
+    @staticmethod
+    def _log(scope: Scope, request_id: str, status: int, elapsed: float) -> None:
+        # Routing and security stored the operation and caller in the scope on the way in.
+        extensions = scope.get("extensions") or {}
+        operation_id = (extensions.get("connexion_routing") or {}).get("operation_id") or "unrouted"
+        token_info = (extensions.get("connexion_context") or {}).get("token_info") or {}
+        REQUEST_DURATION.labels(operation_id=operation_id, status=str(status)).observe(elapsed)
+        fields = {"requestId": request_id, "method": scope.get("method"), "path": scope.get("path"),
+                  "operationId": operation_id, "status": status, "durationMs": round(elapsed * 1000, 1),
+                  "tenantId": token_info.get("tenantId")}
+        logger.info("%s %s %s %.1fms", fields["method"], fields["path"], status, fields["durationMs"], extra=fields)
 
     async def _buffer_chunked(self, scope: Scope, receive: Receive) -> Receive:
         # Connexion's validators treat a request without Content-Length as bodiless, so a

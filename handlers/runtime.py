@@ -4,6 +4,7 @@ and the authorization rules declared in the spec."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from connectors.connection_flows import FlowContext
 from connectors.outbound import OutboundPolicy
@@ -23,6 +24,7 @@ class Runtime:
     settings: Settings
     tokens: TokenConfig
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+    rate_limits: Any = None
     role_scopes: dict[str, list[str]] = field(default_factory=dict)
     operation_scopes: dict[str, list[str] | None] = field(default_factory=dict)
 

@@ -64,6 +64,7 @@ def authenticate_bearer(token: str) -> dict[str, Any]:
         "userId": str(user.id),
         "tenantId": str(user.tenant_id) if user.tenant_id else None,
         "role": user.role,
+        "plan": standing.tenant.plan if standing.tenant else None,
         "scopes": list(rt.role_scopes.get(user.role, [])),
     }
 

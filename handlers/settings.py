@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     outbound_timeout_seconds: float = Field(default=10.0, alias="HUB_OUTBOUND_TIMEOUT", gt=0, le=60)
     outbound_allowlist: str | None = Field(default=None, alias="HUB_OUTBOUND_ALLOWLIST")
     hub_public_url: str = ""
+    hub_log_format: Literal["text", "json"] | None = None
+    redis_url: str = ""
+    rate_limit_scale: float = Field(default=1.0, alias="HUB_RATE_LIMIT_SCALE", gt=0)
+    hub_metrics_token: str = ""
     hub_encryption_keys: str = ""
     sandbox_url: str = Field(default="http://127.0.0.1:8100", alias="HUB_SANDBOX_URL")
     sandbox_port: int = Field(default=8100, alias="HUB_SANDBOX_PORT", ge=0, le=65535)
@@ -75,6 +79,11 @@ class Settings(BaseSettings):
             self.hub_public_url = f"http://{self.hub_host}:{self.hub_port}"
         self.hub_public_url = self.hub_public_url.rstrip("/")
         return self
+
+    @property
+    def log_format(self) -> str:
+        """`HUB_LOG_FORMAT`: json in production unless set, text in development."""
+        return self.hub_log_format or ("json" if self.is_production else "text")
 
     @property
     def oauth_redirect_uri(self) -> str:

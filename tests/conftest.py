@@ -76,6 +76,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory):
         allowed_origins="https://app.example.com",
         hub_public_url="http://testserver",
         HUB_OUTBOUND_TIMEOUT=3,
+        HUB_RATE_LIMIT_SCALE=1000,  # generous: limits are the subject of their own tests only
         HUB_OUTBOUND_ALLOWLIST="127.0.0.1",  # the loopback test servers and the sandbox provider
     )
 

@@ -1,0 +1,50 @@
+"""Request metrics (Prometheus) and the one structured log line per request (integration runbook 6.2)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+
+from prometheus_client import Counter, Histogram
+
+REQUEST_DURATION = Histogram(
+    "hub_http_request_duration_seconds", "Duration of API requests", ["operation_id", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+AUTH_FAILURES = Counter("hub_auth_failures_total", "Refused authentications and authorizations", ["code"])
+RATE_LIMIT_HITS = Counter("hub_rate_limit_hits_total", "Requests refused by a rate limit", ["limit"])
+
+# Fields of the per-request line, in this order (runbook 6.2: correlate by requestId).
+REQUEST_FIELDS = ("requestId", "method", "path", "operationId", "status", "durationMs", "tenantId")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log record: time, level, logger, message and any request fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as a single-line JSON object."""
+        line = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update({key: getattr(record, key) for key in REQUEST_FIELDS if hasattr(record, key)})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(log_format: str) -> None:
+    """Log to stderr at INFO, as JSON when `log_format` is "json", else as text lines."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs full URLs, query strings included
