@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 from connectors import oauth_client
 from connectors.outbound import OutboundPolicy
 from connectors.probe import ProbeResult, probe
-from persistence import audit, connections, integrations, oauth_states, providers
+from persistence import audit, connections, integrations, oauth_states, providers, vault
 from persistence.db import transaction
 from persistence.errors import DomainError, InvalidInput
 from persistence.models import Connection, Integration, Provider, as_utc
@@ -270,8 +270,28 @@ def test_connection(ctx: FlowContext, *, actor: audit.Actor, integration_id: uui
     return result
 
 
+UNREADABLE = "The stored credentials cannot be decrypted for this connection; connect it again"
+
+
 def fresh_credentials(ctx: FlowContext, *, tenant_id: uuid.UUID, integration_id: uuid.UUID,
                       user_id: uuid.UUID | None = None) -> tuple[dict[str, Any], str | None]:
+    """Return the connection's credentials, refreshing an OAuth token that expires within 60 s.
+
+    See `_fresh_credentials`. Credentials that do not open (tampered, or copied from another
+    row) mark the connection `error` instead of failing the request.
+    """
+    try:
+        return _fresh_credentials(ctx, tenant_id=tenant_id, integration_id=integration_id, user_id=user_id)
+    except vault.VaultError:
+        with transaction() as session:
+            row = connections.find(session, tenant_id=tenant_id, integration_id=integration_id, user_id=user_id)
+            if row is not None:
+                connections.mark(session, connection=row, status="error", error=UNREADABLE)
+        return {}, UNREADABLE
+
+
+def _fresh_credentials(ctx: FlowContext, *, tenant_id: uuid.UUID, integration_id: uuid.UUID,
+                       user_id: uuid.UUID | None = None) -> tuple[dict[str, Any], str | None]:
     """Return the connection's credentials, refreshing an OAuth token that expires within 60 s.
 
     One refresh at a time per connection: a process lock plus the row lock (PostgreSQL), and

@@ -11,7 +11,7 @@ from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolution, Resolver
 from connexion.spec import Specification
 
-from handlers import errors, ratelimit, runtime
+from handlers import errors, idempotency, ratelimit, runtime
 from handlers.observability import configure_logging
 from handlers.middleware import EnvelopeCORSMiddleware, RequestContextMiddleware
 from handlers.security import PermissionMiddleware
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
             rate_limits=ratelimit.from_spec(_merged_limits(api_spec, root_spec),
                                             storage_uri=settings.redis_url or "memory://",
                                             scale=settings.rate_limit_scale),
+            idempotent_operations=idempotency.declared_operations(api_spec),
         )
     )
     app = AsyncApp(
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     app.add_api(root_spec, base_path="", name="root", swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
     app.add_middleware(PermissionMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     app.add_middleware(ratelimit.RateLimitMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
+    app.add_middleware(idempotency.IdempotencyMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     # Each middleware added at BEFORE_EXCEPTION lands inside the ones added before it: the
     # request context goes first so it wraps CORS, and preflight answers carry X-Request-ID too.
     app.add_middleware(

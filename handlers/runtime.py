@@ -25,6 +25,7 @@ class Runtime:
     tokens: TokenConfig
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     rate_limits: Any = None
+    idempotent_operations: set[str] = field(default_factory=set)
     role_scopes: dict[str, list[str]] = field(default_factory=dict)
     operation_scopes: dict[str, list[str] | None] = field(default_factory=dict)
 

@@ -13,13 +13,15 @@ from typing import Any
 
 from connexion.context import context as connexion_context
 from connexion.context import scope as connexion_scope
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from handlers import runtime
 from handlers.errors import ApiError, error_response
 from handlers.tokens import decode
-from persistence import accounts
+from handlers.observability import AUTH_FAILURES
+from persistence import accounts, api_tokens, audit
 from persistence.audit import Actor
 from persistence.db import transaction
 from persistence.models import User
@@ -53,10 +55,41 @@ def authenticate_bearer(token: str) -> dict[str, Any]:
     Returns `{sub, userId, tenantId, role, scopes}`. Raises ApiError 401 INVALID_TOKEN or
     403 TENANT_SUSPENDED / TENANT_OFFBOARDED.
     """
+    if api_tokens.looks_like_api_token(token):
+        return authenticate_api_key(token)
     rt = runtime.get()
-    claims = decode(rt.tokens, token, typ="access")
+    try:
+        claims = decode(rt.tokens, token, typ="access")
+    except ApiError as exc:
+        AUTH_FAILURES.labels(code=exc.code).inc()
+        raise
     with transaction() as session:
         standing = accounts.check_user(session, user_id=uuid.UUID(claims["sub"]))
+    return _token_info(standing, scopes=rt.role_scopes.get(standing.user.role, []) if standing.user else [])
+
+
+def authenticate_api_key(token: str) -> dict[str, Any]:
+    """Verify an API token (X-API-Key, or Bearer) and return `token_info` acting as its creator.
+
+    Its scopes are the token's, cut down to what the creator's role still grants. A revoked or
+    expired token, or one whose creator is gone or inactive, answers 401 INVALID_TOKEN at once.
+    """
+    rt = runtime.get()
+    with transaction() as session:
+        row = api_tokens.authenticate(session, token=token)
+        standing = accounts.check_user(session, user_id=row.created_by) if row else None
+    if row is None or standing.user is None or standing.user.tenant_id != row.tenant_id:
+        AUTH_FAILURES.labels(code="INVALID_TOKEN").inc()
+        raise ApiError(*INVALID_TOKEN)
+    granted = set(rt.role_scopes.get(standing.user.role, []))
+    info = _token_info(standing, scopes=[scope for scope in row.scopes if scope in granted])
+    info["tokenId"] = str(row.id)
+    return info
+
+
+def _token_info(standing: accounts.SignIn, *, scopes: list[str]) -> dict[str, Any]:
+    if standing.failure:
+        AUTH_FAILURES.labels(code=standing.failure.upper()).inc()
     refuse_standing(standing.failure, invalid=INVALID_TOKEN)
     user = standing.user
     return {
@@ -65,7 +98,7 @@ def authenticate_bearer(token: str) -> dict[str, Any]:
         "tenantId": str(user.tenant_id) if user.tenant_id else None,
         "role": user.role,
         "plan": standing.tenant.plan if standing.tenant else None,
-        "scopes": list(rt.role_scopes.get(user.role, [])),
+        "scopes": list(scopes),
     }
 
 
@@ -136,8 +169,11 @@ class PermissionMiddleware:
             extensions = scope.get("extensions") or {}
             operation_id = (extensions.get("connexion_routing") or {}).get("operation_id")
             if operation_id is not None:
-                denial = self._denial(operation_id, (extensions.get("connexion_context") or {}).get("token_info"))
+                token_info = (extensions.get("connexion_context") or {}).get("token_info")
+                denial = self._denial(operation_id, token_info)
                 if denial is not None:
+                    AUTH_FAILURES.labels(code="PERMISSION_DENIED").inc()
+                    await run_in_threadpool(_audit_denial, operation_id, token_info or {}, scope)
                     response = error_response(403, "PERMISSION_DENIED", denial[0], denial[1])
                     await _send(response, scope, receive, send)
                     return
@@ -159,6 +195,19 @@ class PermissionMiddleware:
                 {"requiredScopes": list(required)},
             )
         return None
+
+
+def _audit_denial(operation_id: str, token_info: dict, scope: Scope) -> None:
+    # Denied requests are audited like changes (who tried what), in their own transaction.
+    tenant_id = uuid.UUID(token_info["tenantId"]) if token_info.get("tenantId") else None
+    actor = Actor(user_id=uuid.UUID(token_info["userId"]) if token_info.get("userId") else None,
+                  role=token_info.get("role"), tenant_id=tenant_id,
+                  request_id=(scope.get("state") or {}).get("request_id"), ip=(scope.get("client") or (None,))[0])
+    with transaction() as session:
+        audit.record(session, tenant_id=tenant_id, actor=actor, action="request.denied", resource_type="operation",
+                     resource_id=operation_id, outcome="denied",
+                     changes={"method": scope.get("method"), "path": scope.get("path"),
+                              "tokenId": token_info.get("tokenId")})
 
 
 async def _send(response, scope: Scope, receive: Receive, send: Send) -> None:

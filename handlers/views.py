@@ -8,7 +8,7 @@ from typing import Any, Callable
 from connectors.probe import ProbeResult
 from persistence import connections, providers
 from persistence.integrations import IntegrationRow
-from persistence.models import Connection, Provider, Tenant, User, as_utc
+from persistence.models import ApiToken, AuditEntry, Connection, Provider, Tenant, User, as_utc
 from persistence.pages import Page
 
 
@@ -145,3 +145,66 @@ def check_result(result: ProbeResult) -> dict:
     shaped = {"success": result.success, "testedAt": timestamp(result.tested_at), "responseTime": result.response_time_ms}
     shaped.update({k: v for k, v in (("message", result.message), ("error", result.error)) if v})
     return shaped
+
+
+def api_token(row: ApiToken) -> dict:
+    """ApiToken (never its secret or hash)."""
+    return {
+        "id": str(row.id),
+        "name": row.name,
+        "prefix": row.prefix,
+        "scopes": row.scopes or [],
+        "createdBy": str(row.created_by),
+        "createdAt": timestamp(row.created_at),
+        "expiresAt": timestamp(row.expires_at),
+        "lastUsedAt": timestamp(row.last_used_at),
+        "revokedAt": timestamp(row.revoked_at),
+    }
+
+
+def audit_entry(row: AuditEntry) -> dict:
+    """AuditEntry."""
+    return {
+        "id": str(row.id),
+        "tenantId": str(row.tenant_id) if row.tenant_id else None,
+        "actorId": str(row.actor_id) if row.actor_id else None,
+        "actorRole": row.actor_role,
+        "action": row.action,
+        "resourceType": row.resource_type,
+        "resourceId": row.resource_id,
+        "requestId": row.request_id,
+        "ip": row.ip,
+        "changes": row.changes,
+        "outcome": row.outcome,
+        "createdAt": timestamp(row.created_at),
+        "seq": row.seq,
+        "hash": row.hash,
+        "prevHash": row.prev_hash,
+    }
+
+
+def integration_health(item, connection: Connection | None, provider_key: str) -> dict:
+    """IntegrationHealth: healthy when the connection is active and its last check succeeded."""
+    checked = connection is not None and connection.last_validated_at is not None
+    healthy = checked and connection.status == "active" and not connection.validation_error
+    return {
+        "integrationId": str(item.id),
+        "tenantId": str(item.tenant_id),
+        "name": item.name,
+        "provider": provider_key,
+        "status": item.status,
+        "connectionStatus": connection.status if connection else None,
+        "health": "healthy" if healthy else ("unhealthy" if checked or (connection and connection.status != "active")
+                                             else "unknown"),
+        "responseTime": connection.last_response_time_ms if connection else None,
+        "lastCheck": timestamp(connection.last_validated_at) if connection else None,
+        "error": (connection.validation_error if connection else None) or item.last_error,
+    }
+
+
+def overall_health(items: list[dict]) -> str:
+    """healthy when no checked connection is unhealthy, unhealthy when none is healthy, else degraded."""
+    judged = [item["health"] for item in items if item["health"] != "unknown"]
+    if not judged or all(h == "healthy" for h in judged):
+        return "healthy"
+    return "unhealthy" if all(h == "unhealthy" for h in judged) else "degraded"

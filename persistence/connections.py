@@ -194,3 +194,18 @@ def reseal(session: Session, *, connection_id: uuid.UUID) -> bool:
 def count_with_secret(session: Session) -> int:
     """How many connections hold a sealed secret."""
     return int(session.scalar(sa.select(sa.func.count()).select_from(Connection).where(Connection.secret.is_not(None))) or 0)
+
+
+def health_rows(session: Session, *, tenant_id: uuid.UUID | None) -> list[tuple[Integration, Connection | None, str]]:
+    """Every integration (of the tenant, or of all tenants when None) with its tenant connection and provider key."""
+    from persistence.models import Provider
+
+    stmt = (
+        select(Integration, Connection, Provider.provider)
+        .join(Provider, Provider.id == Integration.provider_id)
+        .outerjoin(Connection, sa.and_(Connection.integration_id == Integration.id, Connection.owner_key == "tenant"))
+        .order_by(Integration.tenant_id, Integration.name)
+    )
+    if tenant_id is not None:
+        stmt = stmt.where(Integration.tenant_id == tenant_id)
+    return list(session.exec(stmt).all())

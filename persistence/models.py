@@ -135,6 +135,10 @@ class AuditEntry(SQLModel, table=True):
     """
 
     __tablename__ = "audit_entries"
+    __table_args__ = (
+        sa.UniqueConstraint("chain", "seq", name="uq_audit_chain_seq"),
+        sa.Index("ix_audit_entries_tenant_cursor", "tenant_id", "created_at", "id"),
+    )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     tenant_id: Optional[uuid.UUID] = Field(default=None, index=True)
@@ -148,6 +152,11 @@ class AuditEntry(SQLModel, table=True):
     changes: Optional[dict] = Field(default=None, sa_type=sa.JSON)
     outcome: str = Field(default="success", max_length=10)
     created_at: datetime = _ts(index=True)
+    # Hash chain per tenant (or `platform`): seq orders it, hash covers this entry and prev_hash.
+    chain: str = Field(default="platform", max_length=40)
+    seq: int = Field(default=0)
+    prev_hash: str = Field(default="", max_length=64)
+    hash: str = Field(default="", max_length=64)
 
 
 class Integration(SQLModel, table=True):
@@ -232,3 +241,55 @@ class OAuthState(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
     used_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
     created_at: datetime = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    """A scoped, expiring, revocable API token of a tenant. Only its SHA-256 is stored.
+
+    The token reads `hub_<prefix>_<secret>`; `prefix` is shown in lists so people can tell
+    tokens apart. It acts as its creator, limited to its scopes.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    tenant_id: uuid.UUID = Field(foreign_key="tenants.id", index=True)
+    created_by: uuid.UUID = Field(index=True)
+    name: str = Field(max_length=100)
+    prefix: str = Field(max_length=20, sa_column_kwargs={"unique": True})
+    secret_hash: str = Field(max_length=64)
+    scopes: list = _json()
+    expires_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    last_used_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    revoked_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = _ts()
+
+
+class AuditChainHead(SQLModel, table=True):
+    """The last link of one audit hash chain (a tenant's, or `platform`): locked to append."""
+
+    __tablename__ = "audit_chain_heads"
+
+    chain: str = Field(primary_key=True, max_length=40)
+    seq: int = 0
+    hash: str = Field(default="", max_length=64)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """A POST seen with an Idempotency-Key: its request fingerprint and, once done, its answer.
+
+    Kept 24 hours (Stripe's idempotent requests). `scope` is the tenant (or user, or client IP).
+    """
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (sa.UniqueConstraint("scope", "key", name="uq_idempotency_scope_key"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    scope: str = Field(max_length=80)
+    key: str = Field(max_length=255)
+    request_hash: str = Field(max_length=64)
+    state: str = Field(default="in_progress", max_length=12)
+    response_status: Optional[int] = None
+    response_body: Optional[str] = None
+    response_headers: Optional[dict] = Field(default=None, sa_type=sa.JSON)
+    created_at: datetime = _ts(index=True)

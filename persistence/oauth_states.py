@@ -47,3 +47,16 @@ def consume(session: Session, *, state: str) -> tuple[OAuthState, str]:
     row.used_at = utcnow()
     session.add(row)
     return row, vault.open_sealed(row.sealed_verifier, binding=f"oauth-state:{row.id}")
+
+
+def reseal_pending(session: Session) -> int:
+    """Re-seal the PKCE verifiers of pending authorizations under the newest key; return how many changed."""
+    changed = 0
+    rows = session.exec(select(OAuthState).where(OAuthState.used_at.is_(None)).with_for_update()).all()
+    for row in rows:
+        if vault.needs_rotation(row.sealed_verifier):
+            binding = f"oauth-state:{row.id}"
+            row.sealed_verifier = vault.seal(vault.open_sealed(row.sealed_verifier, binding=binding), binding=binding)
+            session.add(row)
+            changed += 1
+    return changed

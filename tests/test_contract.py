@@ -116,7 +116,7 @@ class TestOperationConventions:
 
         success = [r for s, r in op["responses"].items() if s.startswith("2") and "content" in r]
         bodies = [op["requestBody"]["content"]["application/json"]] if "requestBody" in op else []
-        assert all(has_example(r["content"]["application/json"]) for r in success), "a 2xx body without example"
+        assert all(has_example(media) for r in success for media in r["content"].values()), "a 2xx body without example"
         assert all(has_example(media) for media in bodies), "a request body without example"
 
 
