@@ -69,6 +69,22 @@ def rotate_keys(settings: Settings, *, batch: int = 100) -> int:
     return changed
 
 
+def audit_verify(settings: Settings) -> int:
+    """Check every audit hash chain; print the outcome; return 0 when intact, 1 when tampered."""
+    from persistence import audit, db
+
+    db.configure(settings.database_url)
+    with db.transaction() as session:
+        checked, breaks = audit.verify(session)
+    if not breaks:
+        print(f"Audit log intact: {checked} entries verified", flush=True)
+        return 0
+    for item in breaks:
+        print(f"TAMPERED chain {item.chain} at entry {item.seq}: {item.problem}", flush=True)
+    print(f"Audit log NOT intact: {len(breaks)} chain(s) broken ({checked} entries read)", flush=True)
+    return 1
+
+
 def start_sandbox(settings: Settings):
     """Start the sandbox provider beside the hub (development), its redirect URI set to the hub's."""
     from connectors.sandbox import SandboxConfig, SandboxServer
@@ -126,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("bootstrap", help="create the first super admin and seed the provider catalog")
     commands.add_parser("rotate-keys", help="re-encrypt every stored secret under the newest HUB_ENCRYPTION_KEYS key")
+    audit_cmd = commands.add_parser("audit", help="audit log tools")
+    audit_cmd.add_argument("action", choices=["verify"], help="verify: check the hash chains (exit 1 if tampered)")
     commands.add_parser("sandbox", help="serve the sandbox provider alone (see --help)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "sandbox":
@@ -149,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "bootstrap":
         migrate(settings)
         bootstrap(settings)
+    elif args.command == "audit":
+        return audit_verify(settings)
     elif args.command == "rotate-keys":
         print(f"Re-encrypted {rotate_keys(settings)} secret(s) under the newest key", flush=True)
     else:
