@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import secrets
-import sys
 import warnings
 
 from handlers.observability import configure_logging

@@ -10,7 +10,6 @@ from handlers import ratelimit, runtime, views
 from handlers.security import Caller
 from persistence import audit, connections
 from persistence.db import transaction
-from persistence.errors import InvalidInput
 
 
 def start_oauth_connection(id: str, body: dict, token_info: dict) -> dict:

@@ -10,7 +10,6 @@ retry after a 5xx runs the request again.
 from __future__ import annotations
 
 import hashlib
-import json
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
