@@ -72,7 +72,7 @@ class RateLimits:
             if tightest is None or stats.remaining < tightest[1]:
                 tightest = (limit.amount, stats.remaining, reset)
             if not allowed and refused is None:
-                refused = (max(1, reset - int(time.time())), name)
+                refused = (max(1, math.ceil(stats.reset_time - time.time())), name)
         headers = {}
         if tightest is not None:
             headers = {"X-RateLimit-Limit": str(tightest[0]), "X-RateLimit-Remaining": str(tightest[1]),

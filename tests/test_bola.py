@@ -14,9 +14,20 @@ from sqlmodel import select
 
 from handlers.app import load_spec
 from persistence.db import transaction
-from persistence.models import AuditEntry, Connection, Integration, OAuthState, RefreshToken, User
+from persistence.models import (
+    AuditEntry,
+    Connection,
+    Integration,
+    OAuthState,
+    RefreshToken,
+    User,
+)
 from tests import factories
-from tests.handlers.test_tenant_integrations import assert_error, connect_api_key, static_provider
+from tests.handlers.test_tenant_integrations import (
+    assert_error,
+    connect_api_key,
+    static_provider,
+)
 
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")
 INTEGRATION_PATHS = ("/tenant/integrations/{id}", "/user/integrations/{id}")
