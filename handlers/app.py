@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,19 @@ def operation_scopes(spec: dict[str, Any]) -> dict[str, list[str] | None]:
             security = operation.get("security", spec.get("security"))
             scopes[operation["operationId"]] = None if security == [] else list(operation.get("x-required-scopes", []))
     return scopes
+
+
+def route_table(*served: tuple[str, dict[str, Any]]) -> list[tuple[re.Pattern, tuple[str, ...]]]:
+    """Return (path pattern, methods) for every path of the served specs (base path, spec)."""
+    table = []
+    for base, spec in served:
+        for path, item in spec.get("paths", {}).items():
+            methods = [m.upper() for m in HTTP_METHODS if m in item]
+            if "GET" in methods:
+                methods.append("HEAD")
+            pattern = re.compile(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(base + path)))
+            table.append((pattern, tuple(sorted(methods))))
+    return table
 
 
 def role_scopes(spec: dict[str, Any]) -> dict[str, list[str]]:
@@ -101,6 +115,7 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
                                             storage_uri=settings.redis_url or "memory://",
                                             scale=settings.rate_limit_scale),
             idempotent_operations=idempotency.declared_operations(api_spec),
+            routes=route_table(("/api/v1", api_spec), ("", root_spec)),
         )
     )
     app = AsyncApp(

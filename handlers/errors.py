@@ -120,9 +120,18 @@ async def handle_http_exception(_request: ConnexionRequest, exc: HTTPException) 
     status = exc.status_code
     code = _CODE_BY_STATUS.get(status, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR")
     message = exc.detail if isinstance(exc.detail, str) and status < 500 else "Request failed"
+    headers = dict(exc.headers or {})
     if status == 404:
         message = "No such resource"
-    return error_response(status, code, message, headers=dict(exc.headers or {}))
+    if status == 405:
+        # Starlette names only the first route's methods; the contract knows them all.
+        # (Imported here: handlers.runtime imports this module through handlers.tokens.)
+        from handlers import runtime
+
+        allowed = runtime.get().allowed_methods(_request.url.path)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+    return error_response(status, code, message, headers=headers)
 
 
 async def handle_integrity_error(_request: ConnexionRequest, exc: IntegrityError) -> ConnexionResponse:

@@ -26,6 +26,15 @@ class Runtime:
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     rate_limits: Any = None
     idempotent_operations: set[str] = field(default_factory=set)
+    # (path pattern, methods) of every operation, for the `Allow` header of a 405.
+    routes: list[tuple[Any, tuple[str, ...]]] = field(default_factory=list)
+
+    def allowed_methods(self, path: str) -> tuple[str, ...]:
+        """The methods the contract defines for `path` (HEAD with GET), or () for an unknown path."""
+        for pattern, methods in self.routes:
+            if pattern.fullmatch(path):
+                return methods
+        return ()
     role_scopes: dict[str, list[str]] = field(default_factory=dict)
     operation_scopes: dict[str, list[str] | None] = field(default_factory=dict)
 

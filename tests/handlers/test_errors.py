@@ -154,6 +154,17 @@ class TestWrongMethod:
         allowed = {method.strip() for method in response.headers["Allow"].split(",")}
         assert "GET" in allowed and "DELETE" not in allowed
 
+    @pytest.mark.parametrize(("path", "expected"), [
+        ("/api/v1/tenant/integrations", {"GET", "HEAD", "POST"}),
+        ("/api/v1/tenant/users/3f1c2d4e-5b6a-4c7d-8e9f-0a1b2c3d4e5f", {"GET", "HEAD", "PATCH", "DELETE"}),
+        ("/api/v1/auth/login", {"POST"}),
+    ])
+    def test_allow_lists_every_method_the_contract_defines(self, client, tenant_admin, path, expected):
+        response = client.put(path, json={}, headers=tenant_admin.headers)
+
+        assert_error(response, 405, "METHOD_NOT_ALLOWED", details=None)
+        assert {method.strip() for method in response.headers["Allow"].split(",")} == expected
+
     def test_unauthenticated_wrong_method_is_still_method_not_allowed(self, client):
         response = client.put(CATALOG, json={})
 
