@@ -15,7 +15,7 @@ import base64
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -67,6 +67,7 @@ class Captured:
     records: list[logging.LogRecord] = field(default_factory=list)
     provider_tokens: list[str] = field(default_factory=list)  # issued by the sandbox during the OAuth flow
     hub_bearers: list[str] = field(default_factory=list)  # the callers' own Authorization header values
+    hub_api_token: str = ""  # a hub API token (X-API-Key); shown once, in its creation response
     tenant_id: str = ""
     resource_ids: set[str] = field(default_factory=set)
 
@@ -190,7 +191,7 @@ def _run_scenario(client, super_admin: factories.Account, sandbox, secrets: Secr
         (custom, {"credentialType": "custom", "credentials": {"X-API-Key": secrets.custom_key_2}}),
         (oauth, {"credentialType": "oauth", "credentials": {
             "accessToken": secrets.access_token, "refreshToken": secrets.refresh_token,
-            "expiresAt": (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat()}}),
+            "expiresAt": (datetime.now(UTC) + timedelta(seconds=30)).isoformat()}}),
     ]:
         _expect(client.patch(f"{BASE}/{integration['id']}/credentials", json=body, headers=admin.headers), 200)
     for integration in (api_key, basic, custom):
@@ -202,6 +203,26 @@ def _run_scenario(client, super_admin: factories.Account, sandbox, secrets: Secr
         _expect(client.get(f"{BASE}/{integration['id']}/connection", headers=admin.headers), 200)
     _expect(client.get(BASE, headers=admin.headers), 200)
     _expect(client.post(f"{BASE}/{api_key['id']}/disconnect", headers=admin.headers), 200)
+
+    # The audit log, read through the API by the tenant (with a hub API token too) and the platform.
+    created = _expect(client.post("/api/v1/tenant/api-tokens", headers=admin.headers,
+                                  json={"name": "audit reader", "scopes": ["integrations:read", "audit:read"]}), 201)
+    captured.hub_api_token = created["token"]
+    for headers in (admin.headers, {"X-API-Key": created["token"]}, {"Authorization": f"Bearer {created['token']}"}):
+        _read_all_pages(client, "/api/v1/tenant/audit-logs", {}, headers)
+        _expect(client.get(BASE, headers=headers), 200)
+    _read_all_pages(client, "/api/v1/admin/audit-logs", {"tenantId": admin.tenant_id}, super_admin.headers)
+    _read_all_pages(client, "/api/v1/admin/audit-logs", {}, super_admin.headers, pages=3)
+
+
+def _read_all_pages(client, path: str, params: dict, headers: dict, pages: int = 20) -> None:
+    cursor = None
+    for _ in range(pages):
+        page = _expect(client.get(path, params={**params, "limit": 100, **({"cursor": cursor} if cursor else {})},
+                                  headers=headers), 200)
+        if not page["hasMore"]:
+            return
+        cursor = page["nextCursor"]
 
 
 @pytest.fixture(scope="module")
@@ -244,12 +265,17 @@ class TestScenario:
         assert len(captured.responses) >= 40
         assert any(r.name.startswith("hub.") for r in captured.records)
         assert len(captured.provider_tokens) == 2
+        assert captured.hub_api_token
 
 
 class TestResponses:
     def test_no_body_carries_a_secret(self, captured):
         assert _found([SENTINEL, *captured.secrets.basic_headers(), *captured.provider_tokens],
                       [r["body"] for r in captured.responses]) == []
+
+    def test_hub_api_token_is_shown_only_once(self, captured):
+        shown = [r["request"] for r in captured.responses if captured.hub_api_token in r["body"] + repr(r["headers"])]
+        assert shown == ["POST http://testserver/api/v1/tenant/api-tokens"]
 
     def test_no_header_carries_a_secret(self, captured):
         assert _found([SENTINEL, *captured.secrets.basic_headers(), *captured.provider_tokens],
@@ -266,6 +292,9 @@ class TestLogs:
 
     def test_no_record_carries_the_callers_authorization_header(self, captured):
         assert _found(captured.hub_bearers, [rendered(r) for r in captured.records]) == []
+
+    def test_no_record_carries_the_hub_api_token(self, captured):
+        assert _found([captured.hub_api_token], [rendered(r) for r in captured.records]) == []
 
 
 class TestAudit:
@@ -299,7 +328,7 @@ class TestTables:
         with engine().connect() as conn:
             for table in reflected.sorted_tables:
                 cells += [f"{table.name}: {tuple(row)!r}" for row in conn.execute(sa.select(table))]
-        needles = [SENTINEL, *captured.secrets.basic_headers(), *captured.provider_tokens]
+        needles = [SENTINEL, *captured.secrets.basic_headers(), *captured.provider_tokens, captured.hub_api_token]
         assert _found(needles, cells) == []
 
 

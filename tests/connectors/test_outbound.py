@@ -39,7 +39,7 @@ BODY_BYTES = 2048  # what /big answers
 class _Handler(BaseHTTPRequestHandler):
     """/redirect-metadata 302 to the metadata address, /redirect-local 302 to /ok, /big BODY_BYTES bytes, /ok 200."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:
         self.server.hits.append((self.path, self.headers.get("Host")))
         if self.path == "/redirect-metadata":
             self._answer(302, b"", {"Location": METADATA})
@@ -225,17 +225,17 @@ class TestGuardedTransport:
         hits_before = len(loopback_v6.hits)
         policy = OutboundPolicy(allowlist=("127.0.0.1",), timeout=2)
 
-        with httpx.Client(transport=GuardedTransport(policy), timeout=2) as http:
-            with pytest.raises(OutboundRefused, match="address ::1 of host '::1' is not allowed"):
-                http.get(loopback_v6.base_url + "/ok")
+        with (httpx.Client(transport=GuardedTransport(policy), timeout=2) as http,
+              pytest.raises(OutboundRefused, match="address ::1 of host '::1' is not allowed")):
+            http.get(loopback_v6.base_url + "/ok")
         assert len(loopback_v6.hits) == hits_before
 
     def test_refuses_loopback_without_allowlist(self, loopback):
         hits_before = len(loopback.hits)
 
-        with httpx.Client(transport=GuardedTransport(NO_ALLOWLIST), timeout=2) as http:
-            with pytest.raises(OutboundRefused, match="address 127.0.0.1 of host '127.0.0.1' is not allowed"):
-                http.get(loopback.base_url + "/ok")
+        with (httpx.Client(transport=GuardedTransport(NO_ALLOWLIST), timeout=2) as http,
+              pytest.raises(OutboundRefused, match="address 127.0.0.1 of host '127.0.0.1' is not allowed")):
+            http.get(loopback.base_url + "/ok")
         assert len(loopback.hits) == hits_before
 
 

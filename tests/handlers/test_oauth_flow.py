@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -129,17 +130,16 @@ def get_integration(client, admin: factories.Account, integration: dict) -> dict
     return response.json()
 
 
-def test_connection(client, admin: factories.Account, integration: dict) -> dict:
+def connection_test(client, admin: factories.Account, integration: dict) -> dict:
+    """POST .../connection/test; assert 200 and return the result."""
     response = client.post(f"{BASE}/{integration['id']}/connection/test", headers=admin.headers)
     assert response.status_code == 200, response.text
     return response.json()
 
 
-test_connection.__test__ = False  # a helper, not a test
-
 
 def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return datetime.fromisoformat(value)
 
 
 def assert_nothing_stored(client, admin: factories.Account, integration: dict) -> None:
@@ -165,7 +165,7 @@ def token_requests(sandbox, monkeypatch) -> list[dict]:
         if environ.get("PATH_INFO") == "/oauth/token":
             length = int(environ.get("CONTENT_LENGTH") or 0)
             raw = environ["wsgi.input"].read(length)
-            environ["wsgi.input"] = __import__("io").BytesIO(raw)
+            environ["wsgi.input"] = io.BytesIO(raw)
             seen.append(dict(parse_qsl(raw.decode())))
         return inner(environ, start_response)
 
@@ -206,7 +206,7 @@ class TestStartOAuthConnection:
         assert "code_verifier" not in params and "client_secret" not in params
 
     def test_stores_a_hashed_single_use_state_bound_to_the_caller(self, client, tenant_admin, sandbox_integration):
-        before = datetime.now(timezone.utc)
+        before = datetime.now(UTC)
         body = start(client, tenant_admin, sandbox_integration).json()
 
         [row] = db_states(sandbox_integration)
@@ -217,7 +217,7 @@ class TestStartOAuthConnection:
         assert row.user_scoped is False
         assert row.return_url == RETURN_URL
         assert row.used_at is None
-        assert before + timedelta(minutes=10) <= as_utc(row.expires_at) <= datetime.now(timezone.utc) + timedelta(minutes=10)
+        assert before + timedelta(minutes=10) <= as_utc(row.expires_at) <= datetime.now(UTC) + timedelta(minutes=10)
 
     def test_challenge_is_the_s256_of_the_stored_verifier(self, client, tenant_admin, sandbox_integration):
         from persistence import vault
@@ -268,7 +268,7 @@ class TestStartOAuthConnection:
 
 class TestOAuthCallback:
     def test_connects_and_redirects_to_return_url(self, client, tenant_admin, sandbox_integration, sandbox):
-        before = datetime.now(timezone.utc)
+        before = datetime.now(UTC)
         started, redirect = authorize(client, tenant_admin, sandbox_integration)
 
         response = callback(client, redirect.headers["location"])
@@ -292,9 +292,9 @@ class TestOAuthCallback:
             "expiresAt": connection["expiresAt"],
             "credentialSecretName": f"connections/{row.id}/v1",
         }
-        assert before <= parse_time(connection["connectedAt"]) <= datetime.now(timezone.utc)
+        assert before <= parse_time(connection["connectedAt"]) <= datetime.now(UTC)
         expires_at = parse_time(connection["expiresAt"])
-        assert before + timedelta(seconds=3590) <= expires_at <= datetime.now(timezone.utc) + timedelta(seconds=3600)
+        assert before + timedelta(seconds=3590) <= expires_at <= datetime.now(UTC) + timedelta(seconds=3600)
         integration = get_integration(client, tenant_admin, sandbox_integration)
         assert integration["status"] == "connected"
         assert integration["connectionStatus"] == "active"
@@ -328,7 +328,7 @@ class TestOAuthCallback:
         connect(client, tenant_admin, sandbox_integration)
         credentials = stored_credentials(sandbox_integration)
 
-        result = test_connection(client, tenant_admin, sandbox_integration)
+        result = connection_test(client, tenant_admin, sandbox_integration)
 
         assert result["success"] is True
         assert result["message"] == f"GET {sandbox.base_url}/me answered 200 as expected"
@@ -375,7 +375,7 @@ class TestOAuthCallback:
         assert (again.secret, again.secret_version, again.status) == (first.secret, 1, "active")
         # The code was redeemed once: a second redemption would make the provider revoke the tokens.
         assert [r["grant_type"] for r in token_requests] == ["authorization_code"]
-        assert test_connection(client, tenant_admin, sandbox_integration)["success"] is True
+        assert connection_test(client, tenant_admin, sandbox_integration)["success"] is True
 
     def test_expired_state_is_refused_and_stores_nothing(self, client, tenant_admin, sandbox_integration,
                                                          token_requests):
@@ -383,7 +383,7 @@ class TestOAuthCallback:
         with transaction() as session:
             row = session.exec(select(OAuthState).where(
                 OAuthState.state_hash == hashlib.sha256(started["state"].encode()).hexdigest())).one()
-            row.expires_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+            row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
             session.add(row)
 
         response = callback(client, redirect.headers["location"])
@@ -486,10 +486,10 @@ class TestTokenRefresh:
                                                            short_lived_tokens, token_requests):
         connect(client, tenant_admin, sandbox_integration)
         connection = get_connection(client, tenant_admin, sandbox_integration)
-        assert parse_time(connection["expiresAt"]) <= datetime.now(timezone.utc) + timedelta(seconds=5)
+        assert parse_time(connection["expiresAt"]) <= datetime.now(UTC) + timedelta(seconds=5)
         old = stored_credentials(sandbox_integration)
 
-        result = test_connection(client, tenant_admin, sandbox_integration)
+        result = connection_test(client, tenant_admin, sandbox_integration)
 
         assert result["success"] is True, result
         assert result["details"]["authMethod"] == "oauth2"
@@ -510,7 +510,7 @@ class TestTokenRefresh:
                                                                          sandbox_integration, short_lived_tokens):
         connect(client, tenant_admin, sandbox_integration)
         old = stored_credentials(sandbox_integration)
-        assert test_connection(client, tenant_admin, sandbox_integration)["success"] is True  # rotates the refresh token
+        assert connection_test(client, tenant_admin, sandbox_integration)["success"] is True  # rotates the refresh token
         assert stored_credentials(sandbox_integration)["refreshToken"] != old["refreshToken"]
 
         replay = httpx.post(f"{sandbox.base_url}/oauth/token", auth=CLIENT, timeout=10,
@@ -518,7 +518,7 @@ class TestTokenRefresh:
         assert replay.status_code == 400, replay.text
         assert replay.json()["error"] == "invalid_grant"
 
-        result = test_connection(client, tenant_admin, sandbox_integration)
+        result = connection_test(client, tenant_admin, sandbox_integration)
 
         assert result["success"] is False
         assert result["error"] == REFRESH_REFUSED
@@ -537,12 +537,12 @@ class TestTokenRefresh:
         connect(client, tenant_admin, sandbox_integration)
         family = sandbox.state.find_access_token(stored_credentials(sandbox_integration)["accessToken"]).family_id
         sandbox.state.revoke_family(family)
-        first = test_connection(client, tenant_admin, sandbox_integration)
+        first = connection_test(client, tenant_admin, sandbox_integration)
         assert first["error"] == REFRESH_REFUSED
         requests_so_far = len(token_requests)
 
-        second = test_connection(client, tenant_admin, sandbox_integration)
-        third = test_connection(client, tenant_admin, sandbox_integration)
+        second = connection_test(client, tenant_admin, sandbox_integration)
+        third = connection_test(client, tenant_admin, sandbox_integration)
 
         assert (second["success"], second["error"]) == (False, REFRESH_REFUSED)
         assert (third["success"], third["error"]) == (False, REFRESH_REFUSED)
@@ -557,7 +557,7 @@ class TestTokenRefresh:
         connect(client, tenant_admin, sandbox_integration)
         sandbox.state.revoke_family(
             sandbox.state.find_access_token(stored_credentials(sandbox_integration)["accessToken"]).family_id)
-        assert test_connection(client, tenant_admin, sandbox_integration)["error"] == REFRESH_REFUSED
+        assert connection_test(client, tenant_admin, sandbox_integration)["error"] == REFRESH_REFUSED
 
         connect(client, tenant_admin, sandbox_integration)
 
@@ -565,7 +565,7 @@ class TestTokenRefresh:
         assert (connection["status"], connection["validationError"]) == ("active", None)
         assert connection["credentialSecretName"].endswith("/v2")
         assert get_integration(client, tenant_admin, sandbox_integration)["status"] == "connected"
-        assert test_connection(client, tenant_admin, sandbox_integration)["success"] is True
+        assert connection_test(client, tenant_admin, sandbox_integration)["success"] is True
 
     def test_concurrent_refreshes_spend_the_refresh_token_once(self, client, tenant_admin, sandbox, sandbox_integration,
                                                                short_lived_tokens, token_requests, monkeypatch):
@@ -591,4 +591,4 @@ class TestTokenRefresh:
         assert len({credentials["accessToken"] for credentials, _ in answers}) == 1
         assert [r["grant_type"] for r in token_requests] == ["authorization_code", "refresh_token"]
         assert db_connection(sandbox_integration).status == "active"
-        assert test_connection(client, tenant_admin, sandbox_integration)["success"] is True
+        assert connection_test(client, tenant_admin, sandbox_integration)["success"] is True
