@@ -128,8 +128,9 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     )
     app.add_api(api_spec, base_path="/api/v1", name="api")
     app.add_api(root_spec, base_path="", name="root", swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
-    app.add_middleware(PermissionMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
+    # Rate limits first, so denied requests count (and carry the headers) too.
     app.add_middleware(ratelimit.RateLimitMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
+    app.add_middleware(PermissionMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     app.add_middleware(idempotency.IdempotencyMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     # Each middleware added at BEFORE_EXCEPTION lands inside the ones added before it: the
     # request context goes first so it wraps CORS, and preflight answers carry X-Request-ID too.

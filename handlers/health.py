@@ -9,7 +9,7 @@ import hmac
 from datetime import datetime, timezone
 
 from connexion.context import scope as request_scope
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
 from handlers import runtime, views
 from handlers.errors import ApiError
@@ -51,4 +51,5 @@ def get_metrics():
             raise ApiError(401, "INVALID_TOKEN", "The metrics token is missing or wrong")
     elif (request_scope.get("client") or ("",))[0] not in LOOPBACK:
         raise ApiError(403, "PERMISSION_DENIED", "Metrics are served to loopback clients only (set HUB_METRICS_TOKEN)")
-    return generate_latest().decode(), 200, {"Content-Type": CONTENT_TYPE_LATEST}
+    # The text exposition format; Prometheus reads plain `text/plain`, which is what the contract names.
+    return generate_latest().decode(), 200, {"Content-Type": "text/plain"}

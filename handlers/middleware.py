@@ -54,7 +54,10 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                for key, value in (scope.get("state") or {}).get("response_headers", {}).items():
+                    headers.setdefault(key, value)
             await send(message)
 
         declared = headers.get(b"content-length")

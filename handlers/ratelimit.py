@@ -22,9 +22,8 @@ from typing import Any
 from limits import RateLimitItem, RateLimitItemPerMinute, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
-from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from handlers import runtime
 from handlers.errors import ApiError, error_response
@@ -159,15 +158,9 @@ class RateLimitMiddleware:
             refused = error_response(429, error.code, error.message, error.details, dict(error.headers), retry_after)
             await Response(refused.body, 429, headers=refused.headers, media_type="application/json")(scope, receive, send)
             return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                response_headers = MutableHeaders(scope=message)
-                for key, value in headers.items():
-                    response_headers.setdefault(key, value)
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        # Stamped by the request-context middleware on whatever answers, errors included.
+        scope.setdefault("state", {})["response_headers"] = headers
+        await self.app(scope, receive, send)
 
     @staticmethod
     def _checks(limits: RateLimits, operation_id: str, token_info: dict, scope: Scope):
