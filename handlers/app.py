@@ -14,6 +14,7 @@ from connexion.spec import Specification
 
 from handlers import errors, idempotency, ratelimit, runtime
 from handlers.observability import configure_logging
+from handlers.deprecation import DeprecationMiddleware
 from handlers.middleware import EnvelopeCORSMiddleware, RequestContextMiddleware
 from handlers.security import PermissionMiddleware
 from handlers.settings import Settings, load_settings
@@ -132,6 +133,8 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     app.add_middleware(ratelimit.RateLimitMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     app.add_middleware(PermissionMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     app.add_middleware(idempotency.IdempotencyMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
+    app.add_middleware(DeprecationMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION,
+                       specs=[api_spec, root_spec])
     # Each middleware added at BEFORE_EXCEPTION lands inside the ones added before it: the
     # request context goes first so it wraps CORS, and preflight answers carry X-Request-ID too.
     app.add_middleware(
