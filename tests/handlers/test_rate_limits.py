@@ -137,7 +137,7 @@ class TestRateLimitHeaders:
 
         limit, remaining, _ = limit_headers(response)
         # free plan: 100 per 15 minutes, tighter than the `integration` class's 200 per minute
-        assert (limit, remaining < 100) == (100, True)
+        assert limit == 100 and remaining < 100
 
 
 class TestEndpointClassLimit:
@@ -150,7 +150,7 @@ class TestEndpointClassLimit:
 
         assert {r.status_code for r in answers} == {404}
         retry_after = assert_too_many(refused, "connection")
-        assert retry_after <= 60 + 1  # whole seconds, rounded up
+        assert retry_after <= 60
         assert limit_headers(refused)[:2] == (50, 0)
 
     def test_other_classes_of_the_tenant_still_answer(self, client, tenant_admin, monkeypatch):
@@ -188,7 +188,7 @@ class TestPlanLimit:
         assert {r.status_code for r in answers} == {200}
         assert limit_headers(answers[-1])[:2] == (100, 0)
         retry_after = assert_too_many(refused, "plan")
-        assert retry_after <= 15 * 60 + 1
+        assert retry_after <= 15 * 60
         assert other.status_code == 200, other.text
 
     def test_upgrading_the_plan_lifts_the_limit_at_once(self, client, super_admin, tenant_admin, monkeypatch):
@@ -222,7 +222,7 @@ class TestLoginThrottle:
         for response in failures:
             assert_error(response, 401, "INVALID_CREDENTIALS", message="Invalid email or password", details=None)
         retry_after = assert_too_many(refused, "login-email")
-        assert retry_after <= 15 * 60 + 1
+        assert retry_after <= 15 * 60
 
     def test_email_is_matched_case_insensitively(self, own_address_client, tenant_admin, monkeypatch):
         unscaled(monkeypatch)
@@ -292,7 +292,7 @@ class TestLoginThrottle:
 
         assert (refused.value.status, refused.value.code, refused.value.details) == (
             429, "RATE_LIMIT_EXCEEDED", {"limit": "login-email"})
-        assert 0 < refused.value.retry_after <= 15 * 60 + 1
+        assert 0 < refused.value.retry_after <= 15 * 60
 
 
 class TestRegisterThrottle:
@@ -308,7 +308,7 @@ class TestRegisterThrottle:
 
         assert [r.status_code for r in attempts] == [201, 409, 409, 409, 409], [r.text for r in attempts]
         retry_after = assert_too_many(refused, "register-email")
-        assert retry_after <= 3600 + 1  # whole seconds, rounded up
+        assert retry_after <= 3600
 
     def test_another_email_is_unaffected(self, own_address_client, monkeypatch):
         unscaled(monkeypatch)
