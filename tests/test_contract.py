@@ -128,3 +128,16 @@ def test_operation_ids_are_unique():
 def test_base_path_and_version():
     assert SPECS["api"]["openapi"] == "3.0.3" and SPECS["api"]["servers"] == [{"url": "/api/v1", "description": "This deployment."}]
     assert re.fullmatch(r"\d+\.\d+\.\d+", SPECS["api"]["info"]["version"])
+
+
+@pytest.mark.parametrize("spec,path,method,op", list(operations()))
+def test_idempotent_operations_document_their_refusals(spec, path, method, op):
+    if any(p.get("in") == "header" and p.get("name") == "Idempotency-Key" for p in op.get("parameters", [])):
+        assert {"409", "422"} <= set(op["responses"]), "Idempotency-Key answers 409 (in progress) and 422 (mismatch)"
+
+
+@pytest.mark.parametrize("spec,path,method,op", list(operations()))
+def test_every_operation_declares_a_known_rate_limit_class(spec, path, method, op):
+    assert op.get("x-rate-limit-class") in spec.get("x-rate-limit-classes", {})
+    if op.get("security"):
+        assert "429" in op["responses"]
