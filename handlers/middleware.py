@@ -79,14 +79,13 @@ class RequestContextMiddleware:
 
     @staticmethod
     def _log(scope: Scope, request_id: str, status: int, elapsed: float) -> None:
-        # Routing and security stored the operation and caller in the scope on the way in.
-        extensions = scope.get("extensions") or {}
-        operation_id = (extensions.get("connexion_routing") or {}).get("operation_id") or "unrouted"
-        token_info = (extensions.get("connexion_context") or {}).get("token_info") or {}
+        # The rate-limit middleware (after routing and security) noted the operation and tenant.
+        state = scope.get("state") or {}
+        operation_id = state.get("operation_id") or "unrouted"
         REQUEST_DURATION.labels(operation_id=operation_id, status=str(status)).observe(elapsed)
         fields = {"requestId": request_id, "method": scope.get("method"), "path": scope.get("path"),
                   "operationId": operation_id, "status": status, "durationMs": round(elapsed * 1000, 1),
-                  "tenantId": token_info.get("tenantId")}
+                  "tenantId": state.get("tenant_id")}
         logger.info("%s %s %s %.1fms", fields["method"], fields["path"], status, fields["durationMs"], extra=fields)
 
     async def _buffer_chunked(self, scope: Scope, receive: Receive) -> Receive:

@@ -152,6 +152,9 @@ class RateLimitMiddleware:
             return
         limits = runtime.get().rate_limits
         token_info = (extensions.get("connexion_context") or {}).get("token_info") or {}
+        # For the request log line, written by the outermost middleware, which sees another scope copy.
+        state = scope.setdefault("state", {})
+        state["operation_id"], state["tenant_id"] = operation_id, token_info.get("tenantId")
         headers, retry_after, name = limits.check(self._checks(limits, operation_id, token_info, scope))
         if retry_after is not None:
             error = too_many(retry_after, headers, name)
@@ -159,7 +162,7 @@ class RateLimitMiddleware:
             await Response(refused.body, 429, headers=refused.headers, media_type="application/json")(scope, receive, send)
             return
         # Stamped by the request-context middleware on whatever answers, errors included.
-        scope.setdefault("state", {})["response_headers"] = headers
+        state["response_headers"] = headers
         await self.app(scope, receive, send)
 
     @staticmethod

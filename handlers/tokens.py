@@ -65,10 +65,7 @@ def decode(config: TokenConfig, token: str, *, typ: str) -> dict[str, Any]:
     expiry or token type is wrong, or a required claim is missing.
     """
     try:
-        header = jwt.get_unverified_header(token)
-        if header.get("kid") != config.kid:
-            raise jwt.InvalidTokenError("unknown key id")
-        claims = jwt.decode(
+        decoded = jwt.decode_complete(
             token,
             config.secret,
             algorithms=[config.algorithm],
@@ -76,6 +73,9 @@ def decode(config: TokenConfig, token: str, *, typ: str) -> dict[str, Any]:
             issuer=config.issuer,
             options={"require": REQUIRED_CLAIMS},
         )
+        if decoded["header"].get("kid") != config.kid:
+            raise jwt.InvalidTokenError("unknown key id")
+        claims = decoded["payload"]
         if claims.get("typ") != typ:
             raise jwt.InvalidTokenError("wrong token type")
         uuid.UUID(claims["sub"])

@@ -179,7 +179,10 @@ def list_entries(session: Session, *, filters: AuditFilter, limit: int,
         stmt = stmt.where(AuditEntry.created_at < filters.until)
     if after is not None:
         created, entry_id = after
-        stmt = stmt.where(sa.or_(AuditEntry.created_at < created,
-                                 sa.and_(AuditEntry.created_at == created, AuditEntry.id < entry_id)))
+        # A row-value comparison lets the (tenant_id, created_at, id) index seek straight to the
+        # cursor; the equivalent OR of comparisons makes SQLite scan the tenant's whole prefix.
+        stmt = stmt.where(sa.tuple_(AuditEntry.created_at, AuditEntry.id)
+                          < sa.tuple_(sa.literal(created, AuditEntry.created_at.type),
+                                      sa.literal(entry_id, AuditEntry.id.type)))
     stmt = stmt.order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc()).limit(limit + 1)
     return list(session.exec(stmt).all())

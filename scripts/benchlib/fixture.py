@@ -115,7 +115,7 @@ def prepare(env: BenchEnv, *, providers: int, accounts: int) -> Fixture:
         bootstrap(settings)  # also configures persistence.db and the vault
     template = _template_provider()
     grow_catalog(env, providers, template=template)
-    return Fixture(env=env, provider_id=template, accounts=_accounts(settings, accounts))
+    return Fixture(env=env, provider_id=str(uuid.UUID(template)), accounts=_accounts(settings, accounts))
 
 
 def _template_provider() -> str:

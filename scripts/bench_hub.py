@@ -1,0 +1,126 @@
+"""`./scripts/bench`: the hub against a bare-Starlette floor doing the same work.
+
+Phases: prepare a SQLite database (migrated, bootstrapped, 10k catalog providers, one fresh
+tenant per measurement); cold start (fresh interpreters); CPU µs/request in-process; req/s
+and p50/p99 under wrk with both apps under uvicorn (production settings, then with response
+validation on); peak RSS; cost growth of the catalog (offset) and audit log (cursor) pages at
+10k/100k/1M rows. Prints a table with each target's PASS/MISS and writes build/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+
+from benchlib import coldstart, growth, inprocess, report, throughput, wrk
+from benchlib.asgi import AsgiClient
+from benchlib.fixture import RATE_LIMIT_SCALE, BenchEnv, prepare
+
+MODES = {
+    "full": {"providers": 10_000, "accounts": 128, "rounds": 3, "sample_scale": 1.0, "cold_runs": 3, "wrk_seconds": 4.0,
+                 "wrk_warmup": 1.0, "wrk_configs": throughput.CONFIGS, "sizes": growth.SIZES},
+    # Tiny sizes, one round: checks that every phase runs (tests/test_bench_smoke.py), measures nothing.
+    "quick": {"providers": 300, "accounts": 48, "rounds": 1, "sample_scale": 0.05, "cold_runs": 1, "wrk_seconds": 1.0,
+                  "wrk_warmup": 0, "wrk_configs": throughput.CONFIGS[:1], "sizes": (300, 1_000)},
+}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _log_like_production(env: BenchEnv) -> None:
+    # serving_app logs one JSON line per request; in-process runs pay for it too (into a file).
+    import logging
+
+    from handlers.observability import configure_logging
+
+    configure_logging(env.settings().log_format)
+    (env.workdir / "logs").mkdir(parents=True, exist_ok=True)
+    logging.getLogger().handlers[0].setStream(open(env.workdir / "logs" / "inprocess.log", "w"))  # noqa: SIM115
+
+
+async def _measure_apps(env: BenchEnv, fixture, mode: dict, use_wrk: bool) -> dict:
+    import bench_floor
+
+    from handlers.app import create_app
+
+    _log_like_production(env)
+
+    floor_app = bench_floor.build(bench_floor.Floor(env.settings()))
+    results: dict = {"cpu": {}}
+    async with AsgiClient(floor_app) as floor:
+        for config, validate in throughput.CONFIGS:
+            hub_app = create_app(env.settings(validate_responses=validate))
+            async with AsgiClient(hub_app) as hub:
+                log(f"CPU per request in-process, hub {config} ...")
+                results["cpu"][config] = await inprocess.measure(floor, hub, fixture, rounds=mode["rounds"],
+                                                                 sample_scale=mode["sample_scale"])
+        if use_wrk:
+            log("Throughput under wrk ...")
+            results["wrk"] = throughput.measure(fixture, rounds=mode["rounds"], seconds=mode["wrk_seconds"],
+                                                warmup=mode["wrk_warmup"], configs=mode["wrk_configs"], log=log)
+        hub_app = create_app(env.settings())
+        async with AsgiClient(hub_app) as hub:
+            log("Cost growth ...")
+            results["growth"] = await growth.measure(hub, fixture, sizes=mode["sizes"], log=log)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke run (~1 minute)")
+    parser.add_argument("--no-wrk", action="store_true", help="skip the throughput runs under wrk")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json", help="where to write the JSON")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench", help="database, logs, scratch")
+    parser.add_argument("--keep-db", action="store_true", help="keep the benchmark database afterwards")
+    args = parser.parse_args(argv)
+    mode_name = "quick" if args.quick else "full"
+    mode = MODES[mode_name]
+    use_wrk = wrk.available() and not args.no_wrk
+    started, load_start = time.perf_counter(), _loadavg()
+
+    import uvloop
+
+    env = BenchEnv(args.workdir.resolve())
+    log(f"Preparing {env.db_path} ({mode['providers']:,} catalog providers) ...")
+    fixture = prepare(env, providers=mode["providers"], accounts=mode["accounts"])
+    log("Cold start ...")
+    results = {"cold_start": coldstart.measure(env.environ(), fixture.take().token, runs=mode["cold_runs"])}
+    results.update(uvloop.run(_measure_apps(env, fixture, mode, use_wrk)))
+
+    figures, targets = report.build(results)
+    meta = {"mode": mode_name, "rounds": mode["rounds"], "catalog_providers": mode["providers"],
+            "rate_limit_scale": RATE_LIMIT_SCALE, "wrk": shutil.which("wrk") if use_wrk else None,
+            "wrk_seconds": mode["wrk_seconds"] if use_wrk else None, "connections": wrk.CONNECTIONS,
+            "cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_start": load_start,
+            "loadavg_end": _loadavg(), "duration_s": round(time.perf_counter() - started, 1),
+            "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                  text=True, check=False).stdout.strip()}
+    document = {"meta": meta, **figures, "targets": targets}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=2, default=str))
+    print(report.table(figures, targets, meta))
+    print(f"\nWrote {args.out} in {meta['duration_s']:.0f} s")
+    if not args.keep_db:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{env.db_path}{suffix}").unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Medians, targets (PASS/MISS) and the printed table of `./scripts/bench`."""
+
+from __future__ import annotations
+
+import statistics
+
+from benchlib.ops import OPERATIONS
+
+CPU_TARGET = {"production": 0.85, "validate_responses": 0.65}
+RPS_TARGET = CPU_TARGET
+P99_MAX = 1.3
+DEEP_PAGE_MAX = 1.5
+COLD_START_MAX_S = 1.0
+PEAK_RSS_MAX_MIB = 200.0
+
+
+def summary(values: list[float]) -> dict:
+    """Median, min and max of `values` (and the values)."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def _fmt(s: dict, digits: int = 0) -> str:
+    return f"{s['median']:,.{digits}f} [{s['min']:,.{digits}f}-{s['max']:,.{digits}f}]"
+
+
+def build(results: dict) -> tuple[dict, list[dict]]:
+    """Return (summarised figures, targets) from the raw results of every phase."""
+    figures, targets = {"cpu_us": {}, "wrk": None}, []
+    for config, per_op in results["cpu"].items():
+        figures["cpu_us"][config] = {}
+        for op in OPERATIONS:
+            floor, hub = summary(per_op[op.key]["floor"]), summary(per_op[op.key]["hub"])
+            ratio = floor["median"] / hub["median"]
+            figures["cpu_us"][config][op.key] = {"floor": floor, "hub": hub, "ratio": ratio}
+            targets.append({"name": f"cpu {config} {op.key}: floor/hub CPU", "value": ratio,
+                            "target": f">= {CPU_TARGET[config]}", "pass": ratio >= CPU_TARGET[config]})
+    if results.get("wrk"):
+        figures["wrk"] = {"floor_peak_rss_mib": results["wrk"]["floor_peak_rss_mib"]}
+        for config in CPU_TARGET:
+            if config not in results["wrk"]:
+                continue
+            raw = results["wrk"][config]
+            block = figures["wrk"][config] = {"hub_peak_rss_mib": raw["hub_peak_rss_mib"], "ops": {}}
+            for op in OPERATIONS:
+                entry = {}
+                for app in ("floor", "hub"):
+                    runs = raw["ops"][op.key][app]
+                    entry[app] = {m: summary([r[m] for r in runs]) for m in ("rps", "p50_ms", "p99_ms", "server_cpu_us")}
+                    entry[app]["errors"] = sum(r["errors"] for r in runs)
+                entry["rps_ratio"] = entry["hub"]["rps"]["median"] / entry["floor"]["rps"]["median"]
+                entry["p99_ratio"] = entry["hub"]["p99_ms"]["median"] / entry["floor"]["p99_ms"]["median"]
+                block["ops"][op.key] = entry
+                targets.append({"name": f"wrk {config} {op.key}: hub/floor req/s", "value": entry["rps_ratio"],
+                                "target": f">= {RPS_TARGET[config]}", "pass": entry["rps_ratio"] >= RPS_TARGET[config]})
+                if config == "production":
+                    targets.append({"name": f"wrk {config} {op.key}: hub/floor p99", "value": entry["p99_ratio"],
+                                    "target": f"<= {P99_MAX}", "pass": entry["p99_ratio"] <= P99_MAX})
+        rss = figures["wrk"]["production"]["hub_peak_rss_mib"] if "production" in figures["wrk"] else None
+        if rss is not None:
+            targets.append({"name": "peak RSS of the hub worker (MiB)", "value": rss, "target": f"<= {PEAK_RSS_MAX_MIB:g}",
+                            "pass": rss <= PEAK_RSS_MAX_MIB})
+    growth = results["growth"]
+    figures["growth"] = growth
+    audit_first, audit_deep = growth["audit"]["first"][-1]["median_ms"], growth["audit"]["deep"][-1]["median_ms"]
+    targets.append({"name": f"audit deep/first page at {growth['sizes'][-1]['audit_rows']:,} rows",
+                    "value": audit_deep / audit_first, "target": f"<= {DEEP_PAGE_MAX}",
+                    "pass": audit_deep / audit_first <= DEEP_PAGE_MAX})
+    cold = results["cold_start"]["hub"]["ready_s"]["median"]
+    figures["cold_start"] = results["cold_start"]
+    targets.append({"name": "hub cold start: import + build + start-up (s)", "value": cold,
+                    "target": f"<= {COLD_START_MAX_S}", "pass": cold <= COLD_START_MAX_S})
+    return figures, targets
+
+
+def table(figures: dict, targets: list[dict], meta: dict) -> str:
+    """Return the printable report."""
+    verdict = {t["name"]: t for t in targets}
+    lines = [(f"Integration Hub benchmark ({meta['mode']}; {meta['rounds']} rounds, medians [min-max]; "
+              f"load avg at start {meta['loadavg_start']}, at end {meta['loadavg_end']})"), ""]
+    for config, per_op in figures["cpu_us"].items():
+        lines.append(f"CPU µs/request in-process, hub {config} (target floor/hub >= {CPU_TARGET[config]})")
+        lines.append(f"  {'operation':<30} {'floor':>26} {'hub':>26} {'floor/hub':>9}")
+        for op in OPERATIONS:
+            e = per_op[op.key]
+            t = verdict[f"cpu {config} {op.key}: floor/hub CPU"]
+            lines.append(f"  {op.label:<30} {_fmt(e['floor']):>26} {_fmt(e['hub']):>26} {e['ratio']:>9.2f} "
+                         f"{_verdict(t['pass'])}")
+        lines.append("")
+    if figures.get("wrk"):
+        for config in CPU_TARGET:
+            if config not in figures["wrk"]:
+                continue
+            block = figures["wrk"][config]
+            p99_rule = f"; p99 hub/floor <= {P99_MAX}" if config == "production" else ""
+            lines.append(f"wrk -c32, hub {config} (req/s target hub/floor >= {RPS_TARGET[config]}{p99_rule})")
+            lines.append(f"  {'operation':<30} {'floor req/s':>22} {'hub req/s':>22} {'ratio':>11} "
+                         f"{'floor p50/p99 ms':>17} {'hub p50/p99 ms':>17} {'p99 ratio':>14} "
+                         f"{'server CPU µs/req floor/hub':>28}")
+            for op in OPERATIONS:
+                e = block["ops"][op.key]
+                rps_ok = verdict[f"wrk {config} {op.key}: hub/floor req/s"]["pass"]
+                p99 = verdict.get(f"wrk {config} {op.key}: hub/floor p99")
+                errors = e["floor"]["errors"] + e["hub"]["errors"]
+                lines.append(
+                    f"  {op.label:<30} {_fmt(e['floor']['rps']):>22} {_fmt(e['hub']['rps']):>22} "
+                    f"{e['rps_ratio']:>6.2f} {_verdict(rps_ok)} "
+                    f"{e['floor']['p50_ms']['median']:>8.1f}/{e['floor']['p99_ms']['median']:<8.1f}"
+                    f"{e['hub']['p50_ms']['median']:>8.1f}/{e['hub']['p99_ms']['median']:<8.1f}"
+                    f"{e['p99_ratio']:>9.2f} {_verdict(p99['pass']) if p99 else '':4}"
+                    f"{e['floor']['server_cpu_us']['median']:>15,.0f}/{e['hub']['server_cpu_us']['median']:<,.0f}"
+                    + (f"  ({errors} non-2xx)" if errors else ""))
+            lines.append(f"  peak RSS (VmHWM) hub worker: {block['hub_peak_rss_mib']:.0f} MiB")
+            lines.append("")
+        lines.append(f"  peak RSS (VmHWM) floor worker: {figures['wrk']['floor_peak_rss_mib']:.0f} MiB")
+        lines.append("")
+    else:
+        lines += ["wrk: not installed, throughput runs skipped (apt-get install -y wrk)", ""]
+    growth = figures["growth"]
+    lines.append("Cost growth, hub in-process latency (ms, median): first page vs deep page")
+    lines.append(f"  {'rows':>10} {'catalog first':>14} {'catalog deep':>13} {'ratio':>7}   "
+                 f"{'audit first':>12} {'audit deep':>11} {'ratio':>7}")
+    for i, size in enumerate(growth["sizes"]):
+        cf, cd = growth["catalog"]["first"][i]["median_ms"], growth["catalog"]["deep"][i]["median_ms"]
+        af, ad = growth["audit"]["first"][i]["median_ms"], growth["audit"]["deep"][i]["median_ms"]
+        lines.append(f"  {size['audit_rows']:>10,} {cf:>14.1f} {cd:>13.1f} {cd / cf:>7.2f}   {af:>12.1f} {ad:>11.1f} "
+                     f"{ad / af:>7.2f}")
+    lines.append("  (catalog: offset pagination, no target; audit: cursor pagination, deep/first at the largest "
+                 f"size <= {DEEP_PAGE_MAX})")
+    lines.append("")
+    for app in ("hub", "floor"):
+        c = figures["cold_start"][app]
+        lines.append(f"Cold start {app:<5}: ready {c['ready_s']['median']:.2f} s (import {c['import_s']['median']:.2f} + "
+                     f"build {c['build_s']['median']:.2f} + start-up {c['startup_s']['median']:.2f}); first request "
+                     f"{c['first_request_s']['median'] * 1e3:.0f} ms; whole process {c['process_s']['median']:.2f} s")
+    lines += ["", "Targets:"]
+    for t in targets:
+        lines.append(f"  {_verdict(t['pass'])}  {t['name']}: {t['value']:.2f} (target {t['target']})")
+    passed = sum(t["pass"] for t in targets)
+    lines.append(f"  {passed}/{len(targets)} targets met")
+    return "\n".join(lines)

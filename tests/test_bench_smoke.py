@@ -1,0 +1,43 @@
+"""Smoke test of the benchmark: `./scripts/bench --quick` runs every phase and writes its report.
+
+Nothing about speed is asserted: a quick run's figures mean nothing. It runs on its own SQLite
+database and free ports, so it does not depend on the suite's `--db`; it is skipped on the
+PostgreSQL run so the suite does not pay for it twice.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OPERATIONS = {"catalog", "me", "create", "me_limited"}
+
+
+def test_quick_bench_writes_its_report(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if request.config.getoption("--db", default="sqlite") == "postgresql":
+        pytest.skip("the benchmark runs on its own SQLite database; covered by the SQLite run")
+    out = tmp_path / "bench.json"
+
+    done = subprocess.run([str(ROOT / "scripts" / "bench"), "--quick", "--out", str(out), "--workdir",
+                           str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          check=False)
+
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "Targets:" in done.stdout
+    report = json.loads(out.read_text())
+    assert {"meta", "cpu_us", "wrk", "growth", "cold_start", "targets"} <= report.keys()
+    assert report["meta"]["mode"] == "quick"
+    assert set(report["cpu_us"]) == {"production", "validate_responses"}
+    for per_op in report["cpu_us"].values():
+        assert set(per_op) == OPERATIONS
+        assert all(entry["floor"]["median"] > 0 and entry["hub"]["median"] > 0 for entry in per_op.values())
+    if report["wrk"] is not None:
+        assert set(report["wrk"]["production"]["ops"]) == OPERATIONS
+        assert report["wrk"]["production"]["hub_peak_rss_mib"] > 0
+    assert len(report["growth"]["sizes"]) == len(report["growth"]["audit"]["deep"]) == 2
+    assert {"hub", "floor"} <= report["cold_start"].keys()
+    assert all({"name", "value", "target", "pass"} <= target.keys() for target in report["targets"])
