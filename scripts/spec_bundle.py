@@ -106,7 +106,8 @@ def write(bundle: dict[str, Any], out_base: Path) -> None:
     """Write `<out_base>.json` and `<out_base>.yaml` (same content, key order kept)."""
     _write_atomically(out_base.with_suffix(".json"), json.dumps(bundle, indent=2, ensure_ascii=False) + "\n")
     _write_atomically(out_base.with_suffix(".yaml"),
-                      yaml.safe_dump(bundle, sort_keys=False, allow_unicode=True, width=120))
+                      yaml.dump(bundle, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False,
+                                allow_unicode=True, width=120))
 
 
 def main(argv: list[str]) -> int:
