@@ -88,53 +88,36 @@ def _merged_limits(*specs: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def create_app(settings: Settings | None = None) -> AsyncApp:
-    """Build the hub's ASGI app: both contracts, security, validation, errors, middleware.
+def build_runtime(settings: Settings, api_spec: dict[str, Any], root_spec: dict[str, Any]) -> runtime.Runtime:
+    """Return what the operations read at request time, derived from settings and both contracts."""
+    return runtime.Runtime(
+        settings=settings,
+        tokens=TokenConfig(
+            secret=settings.signing_secret(),
+            algorithm=settings.jwt_algorithm,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            access_ttl=settings.access_token_ttl_seconds,
+            refresh_ttl=settings.refresh_token_ttl_seconds,
+        ),
+        outbound=OutboundPolicy(allowlist=settings.outbound_allowed, timeout=settings.outbound_timeout_seconds),
+        role_scopes=role_scopes(api_spec),
+        operation_scopes={**operation_scopes(api_spec), **operation_scopes(root_spec)},
+        rate_limits=ratelimit.from_spec(_merged_limits(api_spec, root_spec),
+                                        storage_uri=settings.redis_url or "memory://",
+                                        scale=settings.rate_limit_scale),
+        idempotent_operations=idempotency.declared_operations(api_spec),
+        routes=route_table(("/api/v1", api_spec), ("", root_spec)),
+    )
 
-    Configures the database engine from `settings.database_url` (migrations are applied by the
-    CLI, not here).
-    """
-    settings = settings or load_settings()
-    db.configure(settings.database_url)
-    vault.configure(vault.Keyring.from_strings(settings.encryption_keys()))
-    api_spec, root_spec = load_spec(API_SPEC), load_spec(ROOT_SPEC)
-    runtime.install(
-        runtime.Runtime(
-            settings=settings,
-            tokens=TokenConfig(
-                secret=settings.signing_secret(),
-                algorithm=settings.jwt_algorithm,
-                issuer=settings.jwt_issuer,
-                audience=settings.jwt_audience,
-                access_ttl=settings.access_token_ttl_seconds,
-                refresh_ttl=settings.refresh_token_ttl_seconds,
-            ),
-            outbound=OutboundPolicy(allowlist=settings.outbound_allowed, timeout=settings.outbound_timeout_seconds),
-            role_scopes=role_scopes(api_spec),
-            operation_scopes={**operation_scopes(api_spec), **operation_scopes(root_spec)},
-            rate_limits=ratelimit.from_spec(_merged_limits(api_spec, root_spec),
-                                            storage_uri=settings.redis_url or "memory://",
-                                            scale=settings.rate_limit_scale),
-            idempotent_operations=idempotency.declared_operations(api_spec),
-            routes=route_table(("/api/v1", api_spec), ("", root_spec)),
-        )
-    )
-    app = AsyncApp(
-        __name__,
-        strict_validation=True,
-        validate_responses=settings.response_validation,
-        validator_map=validator_map(),
-        swagger_ui_options=SwaggerUIOptions(swagger_ui=settings.swagger_ui_enabled),
-        resolver=TagResolver(),
-    )
-    app.add_api(api_spec, base_path="/api/v1", name="api")
-    app.add_api(root_spec, base_path="", name="root", swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
+
+def add_middleware(app: AsyncApp, settings: Settings, specs: list[dict[str, Any]]) -> None:
+    """Install the hub's middleware around Connexion's routing, security and validation."""
     # Rate limits first, so denied requests count (and carry the headers) too.
     app.add_middleware(ratelimit.RateLimitMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     app.add_middleware(PermissionMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     app.add_middleware(idempotency.IdempotencyMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
-    app.add_middleware(DeprecationMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION,
-                       specs=[api_spec, root_spec])
+    app.add_middleware(DeprecationMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, specs=specs)
     # Each middleware added at BEFORE_EXCEPTION lands inside the ones added before it: the
     # request context goes first so it wraps CORS, and preflight answers carry X-Request-ID too.
     app.add_middleware(
@@ -149,6 +132,30 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
         expose_headers=["X-Request-ID"],
         max_age=600,
     )
+
+
+def create_app(settings: Settings | None = None) -> AsyncApp:
+    """Build the hub's ASGI app: both contracts, security, validation, errors, middleware.
+
+    Configures the database engine from `settings.database_url` (migrations are applied by the
+    CLI, not here).
+    """
+    settings = settings or load_settings()
+    db.configure(settings.database_url)
+    vault.configure(vault.Keyring.from_strings(settings.encryption_keys()))
+    api_spec, root_spec = load_spec(API_SPEC), load_spec(ROOT_SPEC)
+    runtime.install(build_runtime(settings, api_spec, root_spec))
+    app = AsyncApp(
+        __name__,
+        strict_validation=True,
+        validate_responses=settings.response_validation,
+        validator_map=validator_map(),
+        swagger_ui_options=SwaggerUIOptions(swagger_ui=settings.swagger_ui_enabled),
+        resolver=TagResolver(),
+    )
+    app.add_api(api_spec, base_path="/api/v1", name="api")
+    app.add_api(root_spec, base_path="", name="root", swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
+    add_middleware(app, settings, [api_spec, root_spec])
     errors.register(app)
     return app
 
