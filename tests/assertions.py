@@ -37,3 +37,30 @@ def assert_error(response, status: int, code: str, *, message=ANY_TEXT, details=
     if details is not None and (details is not ANY_DETAILS or "details" in body.get("error", {})):
         error["details"] = details
     assert body == {"error": error}
+
+
+ANY = object()  # `details` may be present (any object) or absent
+
+
+def assert_envelope(response, status: int, code: str, details: dict | None | object = None) -> dict:
+    """Assert the whole error envelope: status, code, a message, the request id, and `details`.
+
+    Unlike `assert_error`, `details` defaults to "none present" and the error is returned.
+
+    `details=None` means the envelope carries no details; `details=ANY` accepts any or none.
+    """
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error.get("message"), str) and error["message"], error
+    assert response.headers["x-request-id"]
+    expected = {"code": code, "message": error["message"], "requestId": response.headers["x-request-id"]}
+    if details is ANY:
+        if "details" in error:
+            assert isinstance(error["details"], dict), error
+            expected["details"] = error["details"]
+    elif details is not None:
+        expected["details"] = details
+    assert error == expected
+    return error

@@ -18,6 +18,8 @@ from persistence.db import transaction
 from persistence.models import AuditEntry, RefreshToken, Tenant, User
 from handlers.app import load_spec
 from tests import factories
+from tests.assertions import ANY
+from tests.assertions import assert_envelope as assert_error
 from tests.conftest import JWT_SECRET
 
 ME = "/api/v1/auth/me"
@@ -30,31 +32,6 @@ OUR_KID = hashlib.sha256(JWT_SECRET.encode()).hexdigest()[:16]  # the hub's key 
 # What the spec grants each role (x-role-scopes of the bearer scheme), as /auth/me lists it.
 ROLE_SCOPES = load_spec()["components"]["securitySchemes"]["bearerAuth"]["x-role-scopes"]
 TENANT_ADMIN_SCOPES = sorted(ROLE_SCOPES["tenant_admin"])
-
-
-ANY = object()  # `details` may be present (any object) or absent
-
-
-def assert_error(response, status: int, code: str, details: dict | None | object = None) -> dict:
-    """Assert the whole error envelope: status, code, a message, the request id, and `details`.
-
-    `details=None` means the envelope carries no details; `details=ANY` accepts any or none.
-    """
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert isinstance(error.get("message"), str) and error["message"], error
-    assert response.headers["x-request-id"]
-    expected = {"code": code, "message": error["message"], "requestId": response.headers["x-request-id"]}
-    if details is ANY:
-        if "details" in error:
-            assert isinstance(error["details"], dict), error
-            expected["details"] = error["details"]
-    elif details is not None:
-        expected["details"] = details
-    assert error == expected
-    return error
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -13,35 +13,13 @@ from persistence import providers as provider_queries
 from persistence.db import transaction
 from persistence.models import Provider
 from tests import factories
+from tests.assertions import ANY_DETAILS, ANY_TEXT
 
 CATALOG = "/api/v1/integrations"
 ADMIN_PROVIDERS = "/api/v1/admin/integrations"
 MAX_BODY = 1024 * 1024
 WELL_FORMED_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,100}$")
 ALLOWED_ORIGIN = "https://app.example.com"  # ALLOWED_ORIGINS in tests/conftest.py
-
-
-class _AnyText:
-    """Equals any non-empty string (for messages written by Connexion or the HTTP stack)."""
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, str) and bool(other.strip())
-
-    def __repr__(self) -> str:
-        return "<any non-empty text>"
-
-
-class _AnyDetails:
-    """Equals any dict (for schema-validation details whose exact content is not the point)."""
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, dict)
-
-    def __repr__(self) -> str:
-        return "<any details>"
-
-
-ANY_TEXT, ANY_DETAILS = _AnyText(), _AnyDetails()
 
 
 def assert_error(response, status: int, code: str, *, message=ANY_TEXT, details=ANY_DETAILS) -> None:

@@ -11,36 +11,14 @@ from sqlmodel import select
 from persistence.db import transaction
 from persistence.models import AuditEntry, Tenant, User
 from tests import factories
+from tests.assertions import ANY
+from tests.assertions import assert_envelope as assert_error
 
 TENANTS = "/api/v1/admin/tenants"
 ME = "/api/v1/auth/me"
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
 TENANT_KEYS = {"id", "name", "plan", "status", "createdAt", "updatedAt"}
-
-ANY = object()  # `details` may be present (any object) or absent
-
-
-def assert_error(response, status: int, code: str, details: dict | None | object = None) -> dict:
-    """Assert the whole error envelope: status, code, a message, the request id, and `details`.
-
-    `details=None` means the envelope carries no details; `details=ANY` accepts any or none.
-    """
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert isinstance(error.get("message"), str) and error["message"], error
-    assert response.headers["x-request-id"]
-    expected = {"code": code, "message": error["message"], "requestId": response.headers["x-request-id"]}
-    if details is ANY:
-        if "details" in error:
-            assert isinstance(error["details"], dict), error
-            expected["details"] = error["details"]
-    elif details is not None:
-        expected["details"] = details
-    assert error == expected
-    return error
 
 
 def create_tenant(client, super_admin: factories.Account, **overrides) -> dict:
