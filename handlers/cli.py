@@ -128,8 +128,8 @@ def serve(settings: Settings, *, workers: int = 1, sandbox: bool = True) -> None
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the process exit status."""
+def build_parser() -> argparse.ArgumentParser:
+    """The `integration-hub` command line: serve, migrate, bootstrap, rotate-keys, audit, sandbox."""
     parser = argparse.ArgumentParser(prog="integration-hub", description="Integration Hub API")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="migrate, bootstrap and serve the API")
@@ -143,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     audit_cmd = commands.add_parser("audit", help="audit log tools")
     audit_cmd.add_argument("action", choices=["verify"], help="verify: check the hash chains (exit 1 if tampered)")
     commands.add_parser("sandbox", help="serve the sandbox provider alone (see --help)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit status."""
+    parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "sandbox":
         from connectors.sandbox.cli import main as sandbox_main
