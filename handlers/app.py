@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -10,9 +13,11 @@ from connexion import AsyncApp
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolution, Resolver
+from connexion import json_schema as connexion_json_schema
+from connexion import spec as connexion_spec
 from connexion.spec import Specification
 
-from handlers import errors, idempotency, ratelimit, runtime
+from handlers import connexion_patches, errors, idempotency, ratelimit, runtime
 from handlers.observability import configure_logging
 from handlers.deprecation import DeprecationMiddleware
 from handlers.middleware import EnvelopeCORSMiddleware, RequestContextMiddleware
@@ -27,11 +32,90 @@ SPEC_DIR = Path(__file__).resolve().parent.parent / "openapi"
 API_SPEC = SPEC_DIR / "openapi.yaml"
 ROOT_SPEC = SPEC_DIR / "root.yaml"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+# Bump when what the spec cache stores changes shape.
+SPEC_CACHE_FORMAT = "1"
+
+logger = logging.getLogger(__name__)
+_resolved_specs: dict[str, str] = {}  # spec digest -> resolved spec as JSON text (this process)
 
 
-def load_spec(path: Path = API_SPEC) -> dict[str, Any]:
-    """Return the spec at `path` with every $ref (across files) resolved."""
-    return Specification.load(path).spec
+def load_spec(path: Path = API_SPEC, *, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Return the spec at `path` with every $ref (across files) resolved, validated by Connexion.
+
+    Validating and resolving a document costs about a second, so the result is kept by the
+    digest of every file under `openapi/` (and the Connexion version): in this process, and
+    as JSON under `cache_dir` when given (the serving app uses `<HUB_VAR_DIR>/cache`). A
+    changed file changes the digest, so a stale entry is never used. Each call returns a
+    fresh dict (Connexion writes `servers` into the spec it serves). Raises Connexion's
+    InvalidSpecification for an invalid document.
+    """
+    digest = spec_digest(path)
+    text = _resolved_specs.get(digest)
+    cached = cache_dir / f"openapi-{path.stem}-{digest[:32]}.json" if cache_dir else None
+    if text is None and cached is not None:
+        text = _read_cache(cached)
+    spec = _parse(text)
+    if spec is None:
+        text = json.dumps(Specification.load(path).spec)
+        if cached is not None:
+            _write_cache(cached, text)
+        spec = json.loads(text)
+    _resolved_specs[digest] = text
+    return spec
+
+
+def spec_cache_dir(settings: Settings) -> Path:
+    """Where the serving app keeps validated, resolved specs: `<HUB_VAR_DIR>/cache`."""
+    return settings.var_dir / "cache"
+
+
+def warm_spec_cache(settings: Settings) -> None:
+    """Validate and resolve both contracts into the spec cache unless already there."""
+    for path in (API_SPEC, ROOT_SPEC):
+        load_spec(path, cache_dir=spec_cache_dir(settings))
+
+
+def spec_digest(path: Path) -> str:
+    """Return a SHA-256 over `path`, every YAML file of the contract and Connexion's spec loader.
+
+    Connexion's own `spec.py` and `json_schema.py` are hashed rather than its version number
+    (importlib.metadata costs ~35 ms of start-up): a change in how it validates or resolves
+    invalidates the cache.
+    """
+    digest = hashlib.sha256(f"{SPEC_CACHE_FORMAT}|{path.resolve()}".encode())
+    for module in (connexion_spec, connexion_json_schema):
+        digest.update(Path(module.__file__).read_bytes())
+    for file in sorted(SPEC_DIR.rglob("*.yaml")):
+        digest.update(str(file.relative_to(SPEC_DIR)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _read_cache(source: Path) -> str | None:
+    try:
+        return source.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+
+
+def _parse(text: str | None) -> dict[str, Any] | None:
+    # A damaged entry (a crash mid-write on a filesystem without atomic rename) is a miss: the
+    # spec is validated again and the entry rewritten.
+    try:
+        spec = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    return spec if isinstance(spec, dict) else None
+
+
+def _write_cache(target: Path, text: str) -> None:
+    # A cache that can't be written (read-only deployment) only costs the next start-up time.
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = target.with_suffix(f".{hashlib.sha256(text.encode()).hexdigest()[:8]}.tmp")
+        scratch.write_text(text, encoding="utf-8")
+        scratch.replace(target)
+    except OSError as exc:
+        logger.warning("spec cache not written to %s: %s", target, exc)
 
 
 def operation_scopes(spec: dict[str, Any]) -> dict[str, list[str] | None]:
@@ -143,7 +227,9 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     settings = settings or load_settings()
     db.configure(settings.database_url)
     vault.configure(vault.Keyring.from_strings(settings.encryption_keys()))
-    api_spec, root_spec = load_spec(API_SPEC), load_spec(ROOT_SPEC)
+    connexion_patches.install()
+    cache_dir = spec_cache_dir(settings)
+    api_spec, root_spec = load_spec(API_SPEC, cache_dir=cache_dir), load_spec(ROOT_SPEC, cache_dir=cache_dir)
     runtime.install(build_runtime(settings, api_spec, root_spec))
     app = AsyncApp(
         __name__,
@@ -153,8 +239,11 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
         swagger_ui_options=SwaggerUIOptions(swagger_ui=settings.swagger_ui_enabled),
         resolver=TagResolver(),
     )
-    app.add_api(api_spec, base_path="/api/v1", name="api")
-    app.add_api(root_spec, base_path="", name="root", swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
+    # Connexion would validate and resolve the specs again; they were (load_spec).
+    resolved = connexion_patches.ResolvedSpecification
+    app.add_api(resolved(load_spec(API_SPEC)), base_path="/api/v1", name="api")
+    app.add_api(resolved(load_spec(ROOT_SPEC)), base_path="", name="root",
+                swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
     add_middleware(app, settings, [api_spec, root_spec])
     errors.register(app)
     return app

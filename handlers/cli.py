@@ -105,8 +105,11 @@ def serve(settings: Settings, *, workers: int = 1, sandbox: bool = True) -> None
     """
     import uvicorn
 
+    from handlers.app import warm_spec_cache
+
     migrate(settings)
     bootstrap(settings)
+    warm_spec_cache(settings)  # once here, so N workers don't each validate the contract
     if sandbox and not settings.is_production:
         start_sandbox(settings)
     base = f"http://{settings.hub_host}:{settings.hub_port}"

@@ -1,0 +1,127 @@
+"""Everything the hub changes inside Connexion 3.3, in one place (performance issue).
+
+Connexion is our router and validator by choice; two of its internals cost more than they
+should, measured by `./scripts/bench`:
+
+1. Per-request decorator rebuild. `AsyncOperation.fn` builds a new `StarletteDecorator` on
+   every request, and the decorator's wrapper rebuilds the parameter and response decorators
+   on every call, which runs `inspect.signature` on the handler each time (~150 µs a request).
+   What it builds depends only on the handler function and the API's options, never on the
+   request (the request-dependent parts read Connexion's context variables when they run), so
+   `install()` makes it build once per operation: `AsyncOperation.fn` becomes a cached
+   attribute holding a `OnceBuiltStarletteDecorator`-wrapped handler.
+
+2. Spec validation and `$ref` resolution at start-up and on every `openapi.json` request.
+   `Specification.__init__` validates the whole document against the OpenAPI schema and then
+   resolves every `$ref` (~1 s per document on the bench machine), `add_api` does it again on
+   a dict we already resolved, and Swagger UI's `with_base_path` clones (re-validates) the spec
+   for every `GET /openapi.json`. `ResolvedSpecification` is a specification that was
+   validated and resolved once (by `Specification.load`, in `handlers.app.load_spec`, whose
+   result is cached on disk by content digest) and is handed to `add_api` as is: the patched
+   `Specification.load` returns a `Specification` instance unchanged instead of treating it as
+   a file path.
+
+`tests/handlers/test_connexion_patches.py` pins the source of every patched Connexion function:
+an upgrade that changes one fails that test, which says what to re-check here.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import typing as t
+
+from connexion.apps.asynchronous import AsyncOperation
+from connexion.context import receive, scope
+from connexion.decorators import StarletteDecorator
+from connexion.spec import OpenAPISpecification, Specification
+
+# The Connexion functions whose behaviour this module replaces or relies on; the test pins
+# their source so an upgrade that changes them is noticed.
+PATCHED = {
+    "connexion.apps.asynchronous.AsyncOperation.fn": lambda: _original_fn.fget,
+    "connexion.decorators.main.ASGIDecorator.__call__": lambda: StarletteDecorator.__mro__[1].__dict__["__call__"],
+    "connexion.decorators.main.BaseDecorator.decorate": lambda: StarletteDecorator.decorate,
+    "connexion.spec.Specification.load": lambda: _original_load.__func__,
+    "connexion.spec.Specification.__init__": lambda: Specification.__init__,
+    "connexion.spec.OpenAPISpecification.base_path": lambda: OpenAPISpecification.base_path.fset,
+    "connexion.spec.Specification.clone": lambda: Specification.clone,
+    "connexion.spec.Specification.with_base_path": lambda: Specification.with_base_path,
+}
+
+_original_load = Specification.__dict__["load"]
+_original_fn = AsyncOperation.__dict__["fn"]
+
+
+class OnceBuiltStarletteDecorator(StarletteDecorator):
+    """Connexion's `StarletteDecorator` with the decorator chain built once, not per request.
+
+    `decorate(function)` (sync/async adapter, parameter decorator with its
+    `inspect.signature`, response decorator) happens here at construction; each request only
+    builds its Starlette request from the context and calls the prepared chain.
+    """
+
+    def __call__(self, function: t.Callable) -> t.Callable:
+        """Return the request-time wrapper of `function` (a handler) over a chain built now."""
+        decorated = self.decorate(function)
+
+        @functools.wraps(function)
+        async def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            request = self.framework.get_request(uri_parser=self.uri_parser, scope=scope, receive=receive)
+            return await decorated(request)
+
+        return wrapper
+
+
+def _once_built_fn(self: AsyncOperation) -> t.Callable:
+    built = self.__dict__.get("_hub_fn")
+    if built is None:
+        decorator = OnceBuiltStarletteDecorator(pythonic_params=self.pythonic_params, jsonifier=self.jsonifier)
+        built = self.__dict__["_hub_fn"] = decorator(self._fn)
+    return built
+
+
+class ResolvedSpecification(OpenAPISpecification):
+    """An OpenAPI 3 specification already validated and `$ref`-resolved: built without redoing either.
+
+    `resolved` is the dict `Specification.load(...).spec` returned (or its JSON round trip from
+    the spec cache). Clones and `with_base_path` copies skip validation too, and the copy per
+    base path is kept, so serving `openapi.json` costs a JSON encoding, not a validation.
+    """
+
+    def __init__(self, resolved: dict[str, t.Any], *, base_uri: str = "") -> None:
+        self._set_defaults(resolved)
+        # One dict serves as raw and resolved: it has no $ref left, and the base_path setter
+        # writes `servers` into both.
+        self._raw_spec = resolved
+        self._spec = resolved
+        self._base_uri = base_uri
+        self._with_base_path: dict[str, ResolvedSpecification] = {}
+
+    def clone(self) -> "ResolvedSpecification":
+        """Return an independent copy (deep copy, no validation)."""
+        return type(self)(copy.deepcopy(self._spec), base_uri=self._base_uri)
+
+    def with_base_path(self, base_path: str) -> "ResolvedSpecification":
+        """Return a copy whose `servers` is `base_path`, built once per base path."""
+        if base_path not in self._with_base_path:
+            self._with_base_path[base_path] = super().with_base_path(base_path)
+        return self._with_base_path[base_path]
+
+
+def _load(cls: type[Specification], spec: t.Any, *, arguments: t.Any = None) -> Specification:
+    if isinstance(spec, Specification):
+        return spec
+    return _original_load.__func__(cls, spec, arguments=arguments)
+
+
+def install() -> None:
+    """Apply the patches (idempotent); `handlers.app.create_app` calls it before building an app."""
+    AsyncOperation.fn = property(_once_built_fn)
+    Specification.load = classmethod(_load)
+
+
+def uninstall() -> None:
+    """Restore Connexion's own behaviour (tests compare both)."""
+    AsyncOperation.fn = _original_fn
+    Specification.load = _original_load
