@@ -1,26 +1,68 @@
-"""Request-body validation tweaks plugged into Connexion through `validator_map`."""
+"""JSON body validation plugged into Connexion through `validator_map`.
+
+- The request-body validator corrects two behaviours of Connexion's (UTF-8, error messages).
+- The request-body and the response validators first ask a compiled `jsonschema_rs` validator
+  whether the instance is valid, and run Connexion's pure-Python `jsonschema` validation only
+  when it says no. That run raises the very error it always raised, so error envelopes do not
+  change; the compiled validator only makes the common, valid case fast (a 50-provider catalog
+  page spent most of its time in pure-Python response validation).
+"""
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import typing as t
 
+import jsonschema_rs
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import BadRequestProblem
-from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator
-from jsonschema import ValidationError
+from connexion.validators import (
+    VALIDATOR_MAP,
+    JSONRequestBodyValidator,
+    JSONResponseBodyValidator,
+)
+from jsonschema import Draft4Validator, ValidationError
 from starlette.types import Scope
 
 from handlers.errors import ApiError
 
+logger = logging.getLogger(__name__)
+
+Mode = t.Literal["request", "response"]
+
+# The format checker Connexion hands its jsonschema validators. Only the formats it knows are
+# checked there (with the packages installed: date-time, email, ipv4, ipv6, regex, idn-email);
+# any other `format` (uuid, uri, ...) is a no-op, so the compiled schema must ignore it too.
+FORMAT_CHECKER = Draft4Validator.FORMAT_CHECKER
+
+# Draft 4 keywords whose value is a map of schemas, a list of schemas, or one schema.
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "definitions"})
+_SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf"})
+_SCHEMA_ONE = frozenset({"not", "additionalProperties", "additionalItems"})
+_WRITE_ONLY = ("writeOnly", "x-writeOnly")
+_NEVER_VALID = {"not": {}}  # Draft 4 has no `false` schema
+
+# One entry per (schema, mode): Connexion hands the same schema dict to the validator it builds
+# for every request of an operation. Bounded, so a caller building schemas per request cannot
+# grow it without limit.
+_CACHE_LIMIT = 4096
+_compiled: dict[tuple[int, str], tuple[dict, t.Any]] = {}
+
+
+class UncompilableSchema(ValueError):
+    """The schema uses something the conversion does not reproduce exactly (an unresolved $ref)."""
+
 
 class StrictJSONRequestBodyValidator(JSONRequestBodyValidator):
-    """Connexion's JSON body validator, with two corrections.
+    """Connexion's JSON body validator, with two corrections and a compiled fast path.
 
     - A body that is not UTF-8 answers 400, not 500 (RFC 8259 section 8.1: JSON exchanged
       between systems must be UTF-8; Connexion's parser lets the UnicodeDecodeError escape).
     - Schema violations answer a message naming the field and the rule, with
       `details.field`, instead of jsonschema's message quoting the submitted value.
+    - A body the compiled validator accepts skips the pure-Python validation.
     """
 
     async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope: Scope) -> t.Any:
@@ -37,14 +79,29 @@ class StrictJSONRequestBodyValidator(JSONRequestBodyValidator):
             raise BadRequestProblem(detail=f"Request body is not valid JSON: {exc}") from None
 
 
-    def _validate(self, body: t.Any) -> t.Optional[dict]:
+    def _validate(self, body: t.Any) -> dict | None:
         if not self._nullable and body is None:
             raise ApiError(400, "VALIDATION_ERROR", "Request body must not be empty")
+        if passes_compiled(self._schema, body, mode="request"):
+            return None
         try:
             return self._validator.validate(body)
         except ValidationError as exc:
             field = ".".join(str(part) for part in exc.absolute_path) or "body"
             raise ApiError(400, "VALIDATION_ERROR", describe(exc, field), details={"field": field}) from None
+
+
+class CompiledJSONResponseBodyValidator(JSONResponseBodyValidator):
+    """Connexion's JSON response validator, skipping the pure-Python run for a valid body.
+
+    An invalid body still goes through Connexion's validation, which raises the same
+    NonConformingResponseBody (same detail, same log line) as before.
+    """
+
+    def _validate(self, body: t.Any) -> None:
+        if passes_compiled(self._schema, body, mode="response"):
+            return None
+        return super()._validate(body)
 
 
 def describe(error: ValidationError, field: str) -> str:
@@ -67,8 +124,106 @@ def describe(error: ValidationError, field: str) -> str:
     return f"'{field}' is invalid ({keyword})"
 
 
+def passes_compiled(schema: dict, instance: t.Any, *, mode: Mode) -> bool:
+    """Return True when the compiled validator of `schema` accepts `instance`.
+
+    False means "not known to be valid": the instance is invalid, the schema could not be
+    compiled, or jsonschema_rs could not take the instance (NaN, an integer beyond 64 bits, ...).
+    The caller then runs the pure-Python validation, which decides and words the error.
+    """
+    validator = compiled_validator(schema, mode=mode)
+    if validator is None:
+        return False
+    try:
+        return validator.is_valid(instance)
+    except Exception:  # noqa: BLE001 - an instance jsonschema_rs cannot take: let jsonschema decide
+        return False
+
+
+def compiled_validator(schema: dict, *, mode: Mode) -> t.Any:
+    """Return the jsonschema_rs validator for `schema` in `mode`, compiling it on first use.
+
+    Cached by the identity of the schema dict (the cache holds a reference to it, so the id
+    cannot be reused by another dict while the entry lives). Returns None, cached as well, for
+    a schema that cannot be compiled exactly: its instances always take the pure-Python path.
+    """
+    key = (id(schema), mode)
+    entry = _compiled.get(key)
+    if entry is not None and entry[0] is schema:
+        return entry[1]
+    try:
+        validator = jsonschema_rs.Draft4Validator(
+            draft4_schema(schema, mode=mode), formats=_python_formats(), validate_formats=True
+        )
+    except Exception as exc:  # noqa: BLE001 - UncompilableSchema, or a schema jsonschema_rs refuses
+        logger.warning("%s schema not compiled, validated by jsonschema only: %s", mode, exc)
+        validator = None
+    if len(_compiled) >= _CACHE_LIMIT:
+        del _compiled[next(iter(_compiled))]
+    _compiled[key] = (schema, validator)
+    return validator
+
+
+def draft4_schema(schema: dict, *, mode: Mode) -> dict:
+    """Return a plain Draft 4 copy of an OpenAPI schema that jsonschema_rs judges like Connexion.
+
+    Mirrors Connexion's Draft4RequestValidator / Draft4ResponseValidator with its format checker:
+    - `nullable: true` (or `x-nullable: true`) lets None through that schema's own `type` and
+      `enum`, and nothing else: "null" is added to its type, None to its enum; subschemas
+      (allOf members, properties, items) stay as they are, exactly as in Connexion;
+    - in response mode, a schema carrying `writeOnly` / `x-writeOnly` (any value) rejects every
+      instance it is applied to; in request mode `readOnly` and `writeOnly` change nothing;
+    - a `format` the Python checker does not know is dropped (it is a no-op there).
+    The input is never modified; the root's `components` (which Connexion attaches for $ref
+    resolution) is left out. Raises UncompilableSchema when a `$ref` is left in the schema.
+    """
+    root = {key: value for key, value in schema.items() if key != "components"}
+    return _convert(root, response=(mode == "response"))
+
+
 def validator_map() -> dict:
-    """Return Connexion's validator map with the strict JSON body validator in place."""
+    """Return Connexion's validator map with the strict request and the compiled response validators."""
     body = dict(VALIDATOR_MAP["body"])
     body["*/*json"] = StrictJSONRequestBodyValidator
-    return {**VALIDATOR_MAP, "body": MediaTypeDict(body)}
+    response = dict(VALIDATOR_MAP["response"])
+    response["*/*json"] = CompiledJSONResponseBodyValidator
+    return {**VALIDATOR_MAP, "body": MediaTypeDict(body), "response": MediaTypeDict(response)}
+
+
+def _convert(node: t.Any, *, response: bool) -> t.Any:
+    if not isinstance(node, dict):
+        return copy.deepcopy(node)  # `additionalProperties: false` and the like
+    if "$ref" in node:
+        raise UncompilableSchema(f"unresolved $ref {node['$ref']!r}")
+    if response and any(key in node for key in _WRITE_ONLY):
+        return dict(_NEVER_VALID)
+    out: dict[str, t.Any] = {}
+    for key, value in node.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: _convert(sub, response=response) for name, sub in value.items()}
+        elif (key in _SCHEMA_LISTS or key == "items") and isinstance(value, list):
+            out[key] = [_convert(sub, response=response) for sub in value]
+        elif key in _SCHEMA_ONE or key == "items":
+            out[key] = _convert(value, response=response)
+        elif key == "dependencies" and isinstance(value, dict):
+            out[key] = {name: _convert(sub, response=response) for name, sub in value.items()}
+        elif key == "format" and value not in FORMAT_CHECKER.checkers:
+            continue
+        else:
+            out[key] = copy.deepcopy(value)
+    # The very test of connexion.json_schema.allow_nullable.
+    if node.get("x-nullable") is True or node.get("nullable"):
+        kind = out.get("type")
+        if isinstance(kind, str) and kind != "null":
+            out["type"] = [kind, "null"]
+        elif isinstance(kind, list) and "null" not in kind:
+            out["type"] = [*kind, "null"]
+        if isinstance(out.get("enum"), list) and None not in out["enum"]:
+            out["enum"] = [*out["enum"], None]
+    return out
+
+
+def _python_formats() -> dict[str, t.Callable[[str], bool]]:
+    # jsonschema_rs checks the formats Connexion's checker knows with that very checker, so
+    # "not-a-date" or "a@b" get the same verdict (jsonschema_rs's own email check is stricter).
+    return {name: (lambda value, name=name: FORMAT_CHECKER.conforms(value, name)) for name in FORMAT_CHECKER.checkers}
