@@ -8,7 +8,7 @@ schemas in the resolved spec) and the same JSON out (handlers.views). Nothing el
 Connexion, no middleware stack, one threadpool hop per request for the blocking database work.
 
 `/api/v1/auth/me-limited` is `/api/v1/auth/me` plus the hub's rate-limit checks (plan window
-and endpoint class, `limits` moving window in memory).
+and endpoint class) through the hub's own `handlers.ratelimit.RateLimits.check`, in memory.
 
 Serve with `uvicorn bench_floor:serving_floor --factory --app-dir scripts`; it reads the hub's
 settings from the environment (DATABASE_URL, JWT_SECRET, HUB_RATE_LIMIT_SCALE, ...).
@@ -22,8 +22,6 @@ from typing import Any
 
 from jsonschema import Draft4Validator
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -33,6 +31,7 @@ from starlette.routing import Route
 from handlers import views
 from handlers.app import API_SPEC, load_spec, role_scopes
 from handlers.errors import ApiError
+from handlers.ratelimit import RateLimits
 from handlers.settings import Settings, load_settings
 from handlers.tokens import TokenConfig, decode
 from persistence import accounts, audit, db, integrations, providers, tenants, users
@@ -89,7 +88,7 @@ class Floor:
         self.plan_limits = {plan: RateLimitItemPerMinute(max(1, int(n * scale)), PLAN_WINDOW_MINUTES)
                             for plan, n in spec["x-plan-limits"].items()}
         self.account_limit = RateLimitItemPerMinute(max(1, int(spec["x-rate-limit-classes"]["account"] * scale)))
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.rate_limits = RateLimits()  # in memory, as the hub without REDIS_URL; items above already scaled
 
     def claims(self, request: Request) -> dict[str, Any]:
         """Verify the bearer token (CPU only, on the event loop) and return its claims."""
@@ -110,19 +109,14 @@ class Floor:
         return standing
 
     def rate_limit(self, standing: accounts.SignIn) -> dict[str, str]:
-        """Hit the plan and `account` class windows of the caller's tenant; 429 past either."""
+        """Hit the plan and `account` class windows of the caller's tenant as the hub does; 429 past either."""
         caller = f"tenant:{standing.user.tenant_id}"
-        checks = [(self.plan_limits[standing.tenant.plan], ("plan", caller)), (self.account_limit, ("account", caller))]
-        tightest = None
-        for limit, key in checks:
-            allowed = self.limiter.hit(limit, *key)
-            stats = self.limiter.get_window_stats(limit, *key)
-            if not allowed:
-                raise Refused(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded")
-            if tightest is None or stats.remaining < tightest[1]:
-                tightest = (limit.amount, stats.remaining, int(stats.reset_time) + 1)
-        return {"X-RateLimit-Limit": str(tightest[0]), "X-RateLimit-Remaining": str(tightest[1]),
-                "X-RateLimit-Reset": str(tightest[2])}
+        headers, retry_after, _ = self.rate_limits.check([
+            ("plan", self.plan_limits[standing.tenant.plan], ("plan", caller)),
+            ("account", self.account_limit, ("account", caller))])
+        if retry_after is not None:
+            raise Refused(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded")
+        return headers
 
 
 def _envelope(status: int, code: str, message: str) -> JSONResponse:
@@ -165,7 +159,7 @@ def build(floor: Floor) -> Starlette:
 
         def work() -> tuple[dict, dict]:
             standing = floor.caller(claims, "get_me")
-            headers = floor.rate_limit(standing)  # MemoryStorage locks per key: safe in a worker thread
+            headers = floor.rate_limit(standing)  # the counters take a lock: safe in a worker thread
             return me_body(standing), headers
 
         body, headers = await run_in_threadpool(work)

@@ -7,12 +7,15 @@ counted by one is seen by the other, and a limit is enforced on their hits toget
 
 from __future__ import annotations
 
+import math
 import os
 import socket
+import time
 import uuid
 
 import pytest
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
+from redis.connection import AbstractConnection
 
 from handlers import ratelimit, runtime
 from handlers.app import API_SPEC, ROOT_SPEC, _merged_limits, load_spec
@@ -46,6 +49,12 @@ def hubs(redis_server, spec) -> tuple[ratelimit.RateLimits, ratelimit.RateLimits
 def class_check(hub: ratelimit.RateLimits, klass: str, caller: str):
     """The (name, limit, key) the middleware checks for an operation of `klass` by `caller`."""
     return klass, hub.item(RateLimitItemPerMinute(hub.class_limits[klass])), (klass, caller)
+
+
+def plan_check(hub: ratelimit.RateLimits, plan: str, caller: str):
+    """The (name, limit, key) the middleware checks for a tenant of `plan`."""
+    window = RateLimitItemPerMinute(hub.plan_limits[plan], ratelimit.PLAN_WINDOW_MINUTES)
+    return "plan", hub.item(window), ("plan", caller)
 
 
 class TestRedisServerHelper:
@@ -138,3 +147,94 @@ class TestHubOnRedis:
         plan = second.item(RateLimitItemPerMinute(second.plan_limits["free"], ratelimit.PLAN_WINDOW_MINUTES))
         assert second.limiter.get_window_stats(plan, "plan", f"tenant:{tenant_admin.tenant_id}").remaining == 100 - 3
         assert [int(r.headers["X-RateLimit-Remaining"]) for r in responses] == [99, 98, 97]
+
+
+class TestRedisCounting:
+    def test_a_request_is_one_round_trip(self, hubs, monkeypatch):
+        hub = hubs[0]
+        caller = f"tenant:{uuid.uuid4()}"
+        checks = [plan_check(hub, "free", caller), class_check(hub, "connection", caller)]
+        hub.check(checks)  # the first call may load the scripts
+        sent = []
+        send = AbstractConnection.send_packed_command
+
+        def counted(connection, *args, **kwargs):
+            sent.append(args)
+            return send(connection, *args, **kwargs)
+
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+        headers, retry_after, _ = hub.check(checks)
+        monkeypatch.undo()
+
+        assert len(sent) == 1  # both limits' hit and read-back in one pipeline
+        assert (headers["X-RateLimit-Limit"], headers["X-RateLimit-Remaining"], retry_after) == ("50", "48", None)
+
+    def test_headers_of_a_first_hit(self, hubs):
+        hub = hubs[0]
+        caller = f"tenant:{uuid.uuid4()}"
+        before = time.time()
+
+        headers, retry_after, _ = hub.check([plan_check(hub, "free", caller), class_check(hub, "connection", caller)])
+
+        assert (headers["X-RateLimit-Limit"], headers["X-RateLimit-Remaining"], retry_after) == ("50", "49", None)
+        # the minute's window ends a minute after this first hit
+        assert math.floor(before + 59) <= int(headers["X-RateLimit-Reset"]) <= math.ceil(time.time() + 60)
+
+    @pytest.mark.parametrize("reloaded", [(), ("lua_acquire_sliding_window",)], ids=["both missing", "read missing"])
+    def test_scripts_flushed_from_redis_are_loaded_again_without_counting_twice(self, hubs, reloaded):
+        hub = hubs[0]
+        caller = f"tenant:{uuid.uuid4()}"
+        for _ in range(2):
+            hub.check([class_check(hub, "connection", caller)])
+        connection = hub.limiter.storage.get_connection()
+        connection.script_flush()  # as after a Redis restart
+        for script in reloaded:  # the hit then succeeds in the pipeline and only the read-back fails
+            connection.script_load(getattr(hub.limiter.storage, script).script)
+
+        headers, retry_after, _ = hub.check([class_check(hub, "connection", caller)])
+
+        assert (headers["X-RateLimit-Remaining"], retry_after) == ("47", None)
+        stats = hub.limiter.get_window_stats(hub.item(RateLimitItemPerMinute(50)), "connection", caller)
+        assert stats.remaining == 47
+
+    def test_a_limit_holds_one_counter_however_many_hits(self, hubs):
+        hub = hubs[0]
+        caller = f"tenant:{uuid.uuid4()}"
+        for _ in range(60):
+            hub.check([class_check(hub, "connection", caller)])
+        connection = hub.limiter.storage.get_connection()
+
+        keys = connection.keys(f"*{caller}*")
+
+        assert len(keys) == 1, keys  # the current window's counter (the previous one once it turns over)
+        assert connection.type(keys[0]) == b"string"
+        assert int(connection.get(keys[0])) == 50  # refused hits are not counted
+        assert 0 < connection.ttl(keys[0]) <= 120
+
+    def test_refuses_past_the_limit_and_recovers_when_the_window_turns_over(self, hubs):
+        hub = hubs[0]
+        check = [("burst", RateLimitItemPerSecond(5), ("burst", f"tenant:{uuid.uuid4()}"))]
+        answers = [hub.check(check) for _ in range(5)]
+        refused = hub.check(check)
+
+        time.sleep(1.05)
+        recovered = hub.check(check)
+
+        assert [(h["X-RateLimit-Remaining"], r) for h, r, _ in answers] == [(str(n), None) for n in range(4, -1, -1)]
+        assert refused[1:] == (1, "burst")
+        assert recovered[1] is None, recovered
+
+    def test_memory_and_redis_count_alike(self, hubs, spec):
+        in_memory = ratelimit.from_spec(spec, storage_uri="memory://", scale=1)
+        caller = f"tenant:{uuid.uuid4()}"
+
+        counts = []
+        for hub in (in_memory, hubs[0]):
+            checks = [plan_check(hub, "free", caller), class_check(hub, "connection", caller)]
+            answers = [hub.check(checks) for _ in range(52)]
+            counts.append([(h["X-RateLimit-Limit"], h["X-RateLimit-Remaining"], r is None, name)
+                           for h, r, name in answers])
+
+        assert counts[0] == counts[1]
+        assert counts[0][-3:] == [("50", "0", True, ""), ("50", "0", False, "connection"),
+                                  ("50", "0", False, "connection")]

@@ -5,16 +5,21 @@ one. The tests here whose subject is a limit put the scale back to 1 for their o
 after their accounts exist, and use fresh tenants and emails (counters are keyed by them).
 Limits keyed by client IP (login and register) are met through a second TestClient with an
 address of its own, so the session client's "testclient" counters stay untouched.
+The counters themselves (sliding windows, inline expiry, no thread) are tested on their own
+`RateLimits` with a clock the test moves (`Clock`), no app involved.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import re
+import threading
 import time
 import uuid
 
 import pytest
+from limits import RateLimitItemPerMinute
 from starlette.testclient import TestClient
 
 from handlers import ratelimit, runtime
@@ -330,3 +335,216 @@ class TestRegisterThrottle:
 
         assert [r.status_code for r in attempts] == [201] * 10
         assert_too_many(refused, "register-ip")
+
+
+class Clock:
+    """A clock the test moves by hand, given to `RateLimits(clock=...)`."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def limit_check(amount: int, caller: str = "tenant:a", name: str = "integration"):
+    """One (name, per-minute limit, key) as the middleware builds it."""
+    return name, RateLimitItemPerMinute(amount), (name, caller)
+
+
+class TestSlidingWindow:
+    def test_refuses_past_the_limit_and_recovers_as_the_window_slides(self):
+        clock = Clock()
+        limits = ratelimit.RateLimits(clock=clock)
+        check, start = [limit_check(10)], clock.now
+
+        answers = [limits.check(check) for _ in range(10)]
+        refused = limits.check(check)
+        clock.advance(59.5)
+        still_refused = limits.check(check)
+        clock.advance(0.51)  # the first window is over: its 10 hits now weigh 10 * 59.99/60, floored to 9
+        after_turn = [limits.check(check) for _ in range(2)]
+        clock.advance(6)  # the previous window weighs one hit less every 60/10 seconds
+        one_more = limits.check(check)
+        clock.advance(120)  # both windows over
+        fresh = [limits.check(check) for _ in range(11)]
+
+        assert [(h["X-RateLimit-Remaining"], r) for h, r, _ in answers] == [(str(n), None) for n in range(9, -1, -1)]
+        assert refused == ({"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0",
+                            "X-RateLimit-Reset": str(int(start + 60))}, 60, "integration")
+        assert still_refused[1:] == (1, "integration")
+        assert [r for _, r, _ in after_turn] == [None, 6]  # the next hit weighs in after 59.99 % 6 s
+        assert one_more[1] is None
+        assert [r for _, r, _ in fresh] == [None] * 10 + [60]
+
+    def test_a_refused_hit_is_not_counted(self):
+        clock = Clock()
+        limits = ratelimit.RateLimits(clock=clock)
+        for _ in range(10):
+            limits.check([limit_check(10)])
+        refusals = [limits.check([limit_check(10)]) for _ in range(5)]
+
+        clock.advance(60.01)
+        after = limits.check([limit_check(10)])
+
+        assert all(r is not None for _, r, _ in refusals)
+        assert after[1] is None  # only the 10 counted hits weigh (9.998 -> 9), not the 15 attempts
+
+    def test_each_key_counts_apart(self):
+        limits = ratelimit.RateLimits(clock=Clock())
+        for _ in range(3):
+            limits.check([limit_check(3, "tenant:busy")])
+
+        busy = limits.check([limit_check(3, "tenant:busy")])
+        quiet = limits.check([limit_check(3, "tenant:quiet")])
+
+        assert busy[1:] == (60, "integration")
+        assert (quiet[0]["X-RateLimit-Remaining"], quiet[1]) == ("2", None)
+
+    def test_stats_are_the_librarys_window_stats(self):
+        clock = Clock()
+        limits = ratelimit.RateLimits(clock=clock)
+        for _ in range(7):
+            limits.check([limit_check(10)])
+        clock.advance(75)  # 7 hits in the previous window (weight 45/60), none yet in this one
+        for _ in range(2):
+            limits.check([limit_check(10)])
+
+        headers, _, _ = limits.check([limit_check(10)])
+        library = limits.limiter.get_window_stats(RateLimitItemPerMinute(10), "integration", "tenant:a")
+
+        # 7 * 45/60 + 3 = 8.25: two left; the previous window's weight drops by one hit in 45 % (60/7) s
+        assert headers["X-RateLimit-Remaining"] == str(library.remaining) == "2"
+        assert int(headers["X-RateLimit-Reset"]) == math.ceil(clock.now + 45 % (60 / 7))
+        assert library.reset_time - time.time() == pytest.approx(45 % (60 / 7), abs=0.5)
+
+
+class TestCheckHeaders:
+    def test_headers_are_those_of_the_tightest_limit(self):
+        clock = Clock()
+        limits = ratelimit.RateLimits(clock=clock)
+        plan = ("plan", RateLimitItemPerMinute(100, 15), ("plan", "tenant:a"))
+
+        first, _, _ = limits.check([plan, limit_check(5)])
+        start = clock.now
+        clock.advance(10)
+        for _ in range(3):
+            limits.check([plan, limit_check(5)])
+        last, _, _ = limits.check([plan, limit_check(5)])
+
+        reset = str(int(start + 60))  # a minute after the window's first hit, not after the last one
+        assert first == {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "4", "X-RateLimit-Reset": reset}
+        assert last == {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+
+    def test_plan_headers_when_the_plan_is_tightest(self):
+        limits = ratelimit.RateLimits(clock=Clock())
+        plan = ("plan", RateLimitItemPerMinute(3, 15), ("plan", "tenant:a"))
+
+        headers, retry_after, _ = limits.check([plan, limit_check(50)])
+
+        assert headers == {"X-RateLimit-Limit": "3", "X-RateLimit-Remaining": "2",
+                           "X-RateLimit-Reset": str(1_800_000_000 + 15 * 60)}
+        assert retry_after is None
+
+    def test_limits_passed_count_even_when_another_refuses(self):
+        limits = ratelimit.RateLimits(clock=Clock())
+        plan_item = RateLimitItemPerMinute(100, 15)
+        plan = ("plan", plan_item, ("plan", "tenant:a"))
+
+        answers = [limits.check([plan, limit_check(2)]) for _ in range(3)]
+
+        assert [r for _, r, _ in answers] == [None, None, 60]
+        assert answers[-1][2] == "integration"
+        assert answers[-1][0]["X-RateLimit-Limit"] == "2"
+        assert limits.limiter.get_window_stats(plan_item, "plan", "tenant:a").remaining == 97
+
+
+class TestInMemoryCounters:
+    def test_hits_start_no_thread(self, monkeypatch):
+        clock = Clock()
+        limits = ratelimit.RateLimits(clock=clock)
+        failures = limits.item(ratelimit.LOGIN_FAILURES_PER_EMAIL)
+        threads_before = threading.active_count()
+
+        def no_thread(thread):
+            raise AssertionError(f"a thread was started: {thread!r}")
+
+        monkeypatch.setattr(threading.Thread, "start", no_thread)
+        for round_ in range(3):
+            for caller in range(200):
+                limits.check([limit_check(50, f"tenant:{caller}"), limit_check(5, f"tenant:{caller}", "plan")])
+                limits.limiter.hit(failures, "login-email", f"{caller}@example.com")
+                limits.limiter.test(failures, "login-email", f"{caller}@example.com")
+            time.sleep(0.05)  # a timer-driven expiry would have finished its run and want a new thread
+            clock.advance(3600)  # every record expires: the sweep and the inline expiry both run
+        monkeypatch.undo()
+
+        assert threading.active_count() == threads_before
+
+    def test_expired_records_are_dropped_once_their_windows_pass(self):
+        clock = Clock()
+        limits = ratelimit.RateLimits(clock=clock)
+        storage = limits.limiter.storage
+        for caller in range(1000):
+            limits.check([limit_check(50, f"tenant:{caller}")])
+        held = len(storage)
+
+        clock.advance(121)  # a record lives two windows from its first hit
+        for _ in range(600):
+            limits.check([limit_check(5000, "tenant:busy")])
+
+        assert held == 1000
+        assert len(storage) == 1  # the busy tenant's: one record however many hits
+
+    def test_memory_stays_bounded_under_a_stream_of_new_keys(self):
+        clock = Clock()
+        limits = ratelimit.RateLimits(clock=clock)
+        storage = limits.limiter.storage
+        sizes = []
+        for caller in range(5000):
+            limits.check([limit_check(50, f"ip:{caller}")])  # a new key every second
+            clock.advance(1)
+            sizes.append(len(storage))
+
+        # 120 records are alive at any time (two one-minute windows); expired ones are swept faster
+        # than new ones come, so the total stays under twice that, not 5000.
+        assert max(sizes[-1000:]) < 2 * 120, max(sizes[-1000:])
+
+    def test_an_expired_key_starts_afresh(self):
+        clock = Clock()
+        limits = ratelimit.RateLimits(clock=clock)
+        for _ in range(5):
+            limits.check([limit_check(5)])
+        clock.advance(121)
+
+        headers, retry_after, _ = limits.check([limit_check(5)])
+
+        assert (headers["X-RateLimit-Remaining"], retry_after) == ("4", None)
+        assert headers["X-RateLimit-Reset"] == str(int(clock.now + 60))
+
+    def test_concurrent_hits_count_exactly(self):
+        limits = ratelimit.RateLimits(clock=Clock())
+        answers: list[tuple[dict, int | None, str]] = []
+
+        def hammer():
+            answers.extend(limits.check([limit_check(1000)]) for _ in range(250))
+
+        workers = [threading.Thread(target=hammer) for _ in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+        allowed = [int(h["X-RateLimit-Remaining"]) for h, r, _ in answers if r is None]
+        assert sorted(allowed) == list(range(1000))  # each allowed hit saw its own count
+        assert len(answers) - len(allowed) == 1000
+
+    def test_other_backends_take_the_generic_path_with_the_same_result(self):
+        hits = [("integration/a", 3, 60)] * 4
+        pipelined, generic = ratelimit.WindowCounters(clock=Clock()), ratelimit.WindowCounters(clock=Clock())
+
+        assert ratelimit._hit_one_by_one(generic, hits) == pipelined.hit_sliding_windows(hits)
+        assert [counted for counted, _ in pipelined.hit_sliding_windows(hits)] == [False] * 4
