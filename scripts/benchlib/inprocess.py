@@ -1,7 +1,7 @@
 """CPU microseconds per request, in-process: both apps driven by AsgiClient, A B A B.
 
 `time.process_time` counts every thread of the process, so work the apps hand to the
-threadpool (handlers, database calls) are included.
+threadpool (handlers, database calls) is included.
 Each (app, round, operation) uses a fresh tenant so rate-limit windows start empty.
 """
 
