@@ -9,7 +9,9 @@ should, measured by `./scripts/bench`:
    What it builds depends only on the handler function and the API's options, never on the
    request (the request-dependent parts read Connexion's context variables when they run), so
    `install()` makes it build once per operation: `AsyncOperation.fn` becomes a cached
-   attribute holding a `OnceBuiltStarletteDecorator`-wrapped handler.
+   attribute holding a `OnceBuiltStarletteDecorator`-wrapped handler. Likewise the security
+   handler asks `inspect.signature` of the `x-bearerInfoFunc` twice per request whether it
+   accepts `required_scopes` / `request`: the answer is cached per (function, keyword).
 
 2. Spec validation and `$ref` resolution at start-up and on every `openapi.json` request.
    `Specification.__init__` validates the whole document against the OpenAPI schema and then
@@ -34,6 +36,7 @@ import typing as t
 from connexion.apps.asynchronous import AsyncOperation
 from connexion.context import receive, scope
 from connexion.decorators import StarletteDecorator
+from connexion.security import AbstractSecurityHandler
 from connexion.spec import OpenAPISpecification, Specification
 
 # The Connexion functions whose behaviour this module replaces or relies on; the test pins
@@ -42,6 +45,8 @@ PATCHED = {
     "connexion.apps.asynchronous.AsyncOperation.fn": lambda: _original_fn.fget,
     "connexion.decorators.main.ASGIDecorator.__call__": lambda: StarletteDecorator.__mro__[1].__dict__["__call__"],
     "connexion.decorators.main.BaseDecorator.decorate": lambda: StarletteDecorator.decorate,
+    "connexion.security.AbstractSecurityHandler._accepts_kwarg": lambda: _original_accepts_kwarg.__func__,
+    "connexion.security.AbstractSecurityHandler._generic_check": lambda: AbstractSecurityHandler._generic_check,
     "connexion.spec.Specification.load": lambda: _original_load.__func__,
     "connexion.spec.Specification.__init__": lambda: Specification.__init__,
     "connexion.spec.OpenAPISpecification.base_path": lambda: OpenAPISpecification.base_path.fset,
@@ -51,6 +56,13 @@ PATCHED = {
 
 _original_load = Specification.__dict__["load"]
 _original_fn = AsyncOperation.__dict__["fn"]
+_original_accepts_kwarg = AbstractSecurityHandler.__dict__["_accepts_kwarg"]
+
+
+@functools.lru_cache(maxsize=1024)
+def _accepts_kwarg(func: t.Callable, keyword: str) -> bool:
+    # A function's signature doesn't change: inspect it once per (function, keyword).
+    return _original_accepts_kwarg.__func__(func, keyword)
 
 
 class OnceBuiltStarletteDecorator(StarletteDecorator):
@@ -118,10 +130,12 @@ def _load(cls: type[Specification], spec: t.Any, *, arguments: t.Any = None) -> 
 def install() -> None:
     """Apply the patches (idempotent); `handlers.app.create_app` calls it before building an app."""
     AsyncOperation.fn = property(_once_built_fn)
+    AbstractSecurityHandler._accepts_kwarg = staticmethod(_accepts_kwarg)
     Specification.load = classmethod(_load)
 
 
 def uninstall() -> None:
     """Restore Connexion's own behaviour (tests compare both)."""
     AsyncOperation.fn = _original_fn
+    AbstractSecurityHandler._accepts_kwarg = _original_accepts_kwarg
     Specification.load = _original_load

@@ -11,6 +11,7 @@ import inspect
 import json
 
 import pytest
+from connexion import security as connexion_security
 from connexion.decorators import parameter as connexion_parameter
 from connexion.spec import Specification
 
@@ -22,6 +23,8 @@ PINNED = {
     "connexion.apps.asynchronous.AsyncOperation.fn": "9cad70e32840c9ec",
     "connexion.decorators.main.ASGIDecorator.__call__": "7397ac94437e4d7e",
     "connexion.decorators.main.BaseDecorator.decorate": "ecc6529a18274fda",
+    "connexion.security.AbstractSecurityHandler._accepts_kwarg": "f04f41d0fb5eea37",
+    "connexion.security.AbstractSecurityHandler._generic_check": "28e23fb07ef65fb6",
     "connexion.spec.Specification.load": "d78c7b7508c83891",
     "connexion.spec.Specification.__init__": "4db416e79b8b3f11",
     "connexion.spec.OpenAPISpecification.base_path": "b722dfbf6031db37",
@@ -72,6 +75,22 @@ def test_without_the_patch_connexion_rebuilds_the_chain_per_request(client, tena
     finally:
         connexion_patches.install()
     assert count_signature_reads.count("get_me") == 3
+
+
+def test_the_security_handler_inspects_the_bearer_function_once(client, tenant_admin, monkeypatch):
+    calls = []
+    original = connexion_security.inspect_function_arguments
+
+    def counting(function):
+        calls.append(function.__name__)
+        return original(function)
+
+    monkeypatch.setattr(connexion_security, "inspect_function_arguments", counting)
+    connexion_patches._accepts_kwarg.cache_clear()
+    for _ in range(4):
+        assert client.get("/api/v1/auth/me", headers=tenant_admin.headers).status_code == 200
+    # Once per keyword (required_scopes, request), not twice per request.
+    assert calls.count("authenticate_bearer") == 2
 
 
 def test_handlers_still_receive_their_arguments_through_the_cached_chain(client, tenant_admin):
