@@ -18,10 +18,12 @@ import typing as t
 import jsonschema_rs
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import BadRequestProblem
+from connexion.utils import is_null, is_nullable
 from connexion.validators import (
     VALIDATOR_MAP,
     JSONRequestBodyValidator,
     JSONResponseBodyValidator,
+    ParameterValidator,
 )
 from jsonschema import Draft4Validator, ValidationError
 from starlette.types import Scope
@@ -104,6 +106,49 @@ class CompiledJSONResponseBodyValidator(JSONResponseBodyValidator):
         return super()._validate(body)
 
 
+class CachedParameterValidator(ParameterValidator):
+    """Connexion's parameter validator with one jsonschema validator per parameter, not per request.
+
+    Connexion deep-copies each present parameter's definition and builds a new `Draft4Validator`
+    for it on every request; validating never changes the schema, so the validator is built once
+    per parameter definition (same class, same format checker, so the same verdicts and messages).
+    """
+
+    @staticmethod
+    def validate_parameter(parameter_type: str, value: t.Any, param: dict, param_name: str | None = None) -> str | None:
+        """Return the error message for `value` of parameter `param`, or None when it is valid."""
+        if is_nullable(param) and is_null(value):
+            return None
+        if value is not None:
+            try:
+                parameter_validator(param).validate(value)
+            except ValidationError as exception:
+                return str(exception)
+            return None
+        if param.get("required"):
+            return f"Missing {parameter_type} parameter '{param['name']}'"
+        return None
+
+
+_parameter_validators: dict[int, tuple[dict, Draft4Validator]] = {}
+
+
+def parameter_validator(param: dict) -> Draft4Validator:
+    """Return the Draft 4 validator of a parameter definition's schema, built on first use.
+
+    Cached by the identity of the definition (held by the cache, so its id is not reused), and
+    bounded like the compiled body validators.
+    """
+    entry = _parameter_validators.get(id(param))
+    if entry is not None and entry[0] is param:
+        return entry[1]
+    validator = Draft4Validator(copy.deepcopy(param.get("schema", param)), format_checker=FORMAT_CHECKER)
+    if len(_parameter_validators) >= _CACHE_LIMIT:
+        del _parameter_validators[next(iter(_parameter_validators))]
+    _parameter_validators[id(param)] = (param, validator)
+    return validator
+
+
 def describe(error: ValidationError, field: str) -> str:
     """Return a message for a schema violation that names the field and rule, never the value.
 
@@ -182,12 +227,13 @@ def draft4_schema(schema: dict, *, mode: Mode) -> dict:
 
 
 def validator_map() -> dict:
-    """Return Connexion's validator map with the strict request and the compiled response validators."""
+    """Return Connexion's validator map with the strict request, compiled response and cached parameter validators."""
     body = dict(VALIDATOR_MAP["body"])
     body["*/*json"] = StrictJSONRequestBodyValidator
     response = dict(VALIDATOR_MAP["response"])
     response["*/*json"] = CompiledJSONResponseBodyValidator
-    return {**VALIDATOR_MAP, "body": MediaTypeDict(body), "response": MediaTypeDict(response)}
+    return {**VALIDATOR_MAP, "parameter": CachedParameterValidator, "body": MediaTypeDict(body),
+            "response": MediaTypeDict(response)}
 
 
 def _convert(node: t.Any, *, response: bool) -> t.Any:

@@ -19,6 +19,7 @@ from connexion.spec import Specification
 from connexion.validators import (
     FormDataValidator,
     JSONResponseBodyValidator,
+    ParameterValidator,
     TextResponseBodyValidator,
 )
 from hypothesis import HealthCheck, given, settings
@@ -374,3 +375,42 @@ def test_validator_map_puts_the_compiled_validators_on_json_only():
     assert mapping["response"]["application/json"] is CompiledJSONResponseBodyValidator
     assert mapping["response"]["application/problem+json"] is CompiledJSONResponseBodyValidator
     assert mapping["response"]["text/plain"] is TextResponseBodyValidator
+    assert mapping["parameter"] is validation.CachedParameterValidator
+
+
+class TestCachedParameterValidator:
+    LIMIT = {"name": "limit", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}}
+    REQUIRED = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "date-time"}}
+
+    @pytest.mark.parametrize("param, value", [
+        (LIMIT, 50), (LIMIT, 0), (LIMIT, 101), (LIMIT, "x"), (LIMIT, None),
+        (REQUIRED, None), (REQUIRED, "2026-11-21T08:00:00Z"), (REQUIRED, "yesterday"),
+        ({"name": "q", "in": "query", "nullable": True, "schema": {"type": "string"}}, "null"),
+    ])
+    def test_same_verdict_and_message_as_connexion(self, param, value):
+        assert (validation.CachedParameterValidator.validate_parameter("query", value, param)
+                == ParameterValidator.validate_parameter("query", value, param))
+
+    def test_one_validator_per_parameter_definition(self, monkeypatch):
+        built = []
+        original_init = Draft4Validator.__init__
+
+        def counting(self, *args, **kwargs):
+            built.append(1)
+            original_init(self, *args, **kwargs)
+
+        param = copy.deepcopy(self.LIMIT)
+        monkeypatch.setattr(Draft4Validator, "__init__", counting)
+        for value in (1, 2, 500, 3):
+            validation.CachedParameterValidator.validate_parameter("query", value, param)
+        assert len(built) == 1
+        assert param == self.LIMIT  # the definition is not modified
+
+
+def test_a_refused_query_parameter_still_answers_the_envelope(client, tenant_admin):
+    response = client.get("/api/v1/integrations", params={"limit": 0}, headers=tenant_admin.headers)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert "limit" in error["message"] or "minimum" in error["message"]
