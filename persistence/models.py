@@ -91,6 +91,13 @@ class Provider(SQLModel, table=True):
     """
 
     __tablename__ = "providers"
+    # The tenant catalog (status active, audience tenant) in each order it offers (sortBy, either
+    # direction), id breaking ties: its first, offset and keyset (cursor) pages are index range
+    # scans. Catalog rows are few and rarely written, so five indexes cost little (migration 0004).
+    __table_args__ = tuple(
+        sa.Index(f"ix_providers_catalog_{column}", "status", "audience", column, "id")
+        for column in ("name", "display_name", "provider", "created_at", "updated_at")
+    )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     provider: str = Field(max_length=63, sa_column_kwargs={"unique": True})

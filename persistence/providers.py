@@ -7,6 +7,7 @@ operations of "Tenant Integration Endpoints".
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,8 +15,8 @@ from sqlmodel import Session, select
 
 from persistence.errors import Conflict, InvalidInput, NotFound
 from persistence import vault
-from persistence.models import Integration, Provider, utcnow
-from persistence.pages import Page, contains, ordering, paginate
+from persistence.models import Integration, Provider, as_utc, utcnow
+from persistence.pages import After, Page, contains, ordering, paginate, paginate_after
 
 # Provider document field (API and seed file) -> Provider column; the one source of the mapping.
 DOCUMENT_FIELDS = {
@@ -96,7 +97,8 @@ def list_page(
     session: Session,
     *,
     limit: int,
-    offset: int,
+    offset: int = 0,
+    after: After | None = None,
     category: str | None = None,
     status: str | None = None,
     audience: str | None = None,
@@ -107,6 +109,8 @@ def list_page(
     """Return one page of providers filtered by category/status/audience and a text search.
 
     The search matches name, display name, provider key and description, case-insensitively.
+    Rows are in `sort_by` order with ties broken by id in the same direction; the page starts
+    at `offset`, or strictly after `after` (keyset: no count, cost independent of the depth).
     """
     stmt = select(Provider)
     if category:
@@ -124,8 +128,16 @@ def list_page(
                 contains(Provider.description, search),
             )
         )
-    order = ordering(SORTABLE[sort_by], sort_order)
-    return paginate(session, stmt, limit=limit, offset=offset, order_by=(order, Provider.id))
+    keys = (SORTABLE[sort_by], Provider.id)
+    if after is not None:
+        return paginate_after(session, stmt, limit=limit, keys=keys, descending=sort_order == "desc", after=after)
+    return paginate(session, stmt, limit=limit, offset=offset, order_by=[ordering(key, sort_order) for key in keys])
+
+
+def sort_key(row: Provider, sort_by: str) -> tuple[Any, uuid.UUID]:
+    """Return the row's `(sort value, id)` in `sort_by` order: where a keyset page after it starts."""
+    value = getattr(row, SORTABLE[sort_by].key)
+    return (as_utc(value) if isinstance(value, datetime) else value), row.id
 
 
 def update(session: Session, *, provider_id: uuid.UUID, category: str, fields: dict[str, Any]) -> Provider:

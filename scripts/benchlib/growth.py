@@ -1,5 +1,6 @@
-"""Cost growth: first and deep page of the catalog (offset) and the audit log (cursor) as the
-tables grow to 10k, 100k and 1M rows, measured in-process against the hub (wall time).
+"""Cost growth: first and deep page of the catalog (by offset and by cursor) and of the audit
+log (cursor) as the tables grow to 10k, 100k and 1M rows, measured in-process against the hub
+(wall time). A deep cursor page starts 100 rows before the end, minted with the hub's own codec.
 
 Rows beyond the initial catalog are clones of a lean provider (no description, small JSON),
 and audit entries are clones of one real entry, one second apart, all in one tenant.
@@ -20,8 +21,9 @@ AUDIT_SAMPLES = 30
 
 
 def _catalog_samples(size: int) -> int:
-    # A deep offset page sorts the whole catalog: ~30 s at 1M rows on SQLite. Keep the bench short.
-    return 5 if size <= 10_000 else 3 if size <= 100_000 else 1
+    # Every offset page counts the catalog (~0.1 s at 1M rows on SQLite, walking an index) and a
+    # deep one steps over `offset` index entries. Keep the bench short.
+    return 5 if size <= 10_000 else 3
 
 
 def _lean_provider() -> str:
@@ -60,6 +62,18 @@ def _deep_cursor(chain: str, seq: int) -> str:
         return _encode(session.exec(select(AuditEntry).where(AuditEntry.chain == chain, AuditEntry.seq == seq)).one())
 
 
+def _deep_catalog_cursor(visible: int) -> str:
+    from handlers.catalog import Listing  # the hub's own cursor format
+    from persistence import providers
+    from persistence.db import transaction
+
+    position = max(0, visible - 101)  # the next page starts 100 rows before the end, like the audit one
+    with transaction() as session:
+        page = providers.list_page(session, limit=1, offset=position, status="active", audience="tenant")
+        return Listing(category=None, search=None, sort_by="name", sort_order="asc").encode(
+            page.items[0], offset=position + 1, total=page.total)
+
+
 async def _latency_ms(client: AsgiClient, account: Account, path: str, query: str, samples: int,
                       warmup: int = 0) -> dict:
     times = []
@@ -75,12 +89,16 @@ async def _latency_ms(client: AsgiClient, account: Account, path: str, query: st
 
 
 async def measure(client: AsgiClient, fixture: Fixture, *, sizes=SIZES, log=print) -> dict:
-    """Return {"sizes": [...], "catalog": {"first": [...], "deep": [...]}, "audit": {...}} (one entry per size)."""
+    """Return {"sizes": [...], "catalog": {"first", "deep", "deep_cursor"}, "audit": {"first", "deep"}}.
+
+    Each holds one entry per size; catalog "deep" is an offset page, "deep_cursor" a cursor page,
+    both 50 to 100 rows before the end.
+    """
     env, account = fixture.env, fixture.take()
     lean = _lean_provider()
     template, chain = _audit_template(account)
     audit_rows = 1
-    out = {"sizes": [], "catalog": {"first": [], "deep": []}, "audit": {"first": [], "deep": []}}
+    out = {"sizes": [], "catalog": {"first": [], "deep": [], "deep_cursor": []}, "audit": {"first": [], "deep": []}}
     for size in sizes:
         started = time.perf_counter()
         visible = grow_catalog(env, size, template=lean)
@@ -96,6 +114,9 @@ async def measure(client: AsgiClient, fixture: Fixture, *, sizes=SIZES, log=prin
         out["catalog"]["first"].append(await _latency_ms(client, account, "/api/v1/integrations", "limit=50&offset=0", k))
         out["catalog"]["deep"].append(await _latency_ms(client, account, "/api/v1/integrations",
                                                         f"limit=50&offset={max(0, visible - 50)}", k))
+        out["catalog"]["deep_cursor"].append(await _latency_ms(client, account, "/api/v1/integrations",
+                                                               f"limit=50&cursor={_deep_catalog_cursor(visible)}",
+                                                               AUDIT_SAMPLES, warmup=3))
         out["audit"]["first"].append(await _latency_ms(client, account, "/api/v1/tenant/audit-logs", "limit=50",
                                                        AUDIT_SAMPLES, warmup=3))
         cursor = _deep_cursor(chain, max(2, audit_rows - 100))
@@ -103,5 +124,7 @@ async def measure(client: AsgiClient, fixture: Fixture, *, sizes=SIZES, log=prin
                                                       f"limit=50&cursor={cursor}", AUDIT_SAMPLES, warmup=3))
         for table in ("catalog", "audit"):
             first, deep = out[table]["first"][-1], out[table]["deep"][-1]
-            log(f"  growth {table:<7} at {size:>9,}: first {first['median_ms']:9.1f} ms, deep {deep['median_ms']:9.1f} ms")
+            cursor = f", deep by cursor {out[table]['deep_cursor'][-1]['median_ms']:9.1f} ms" if table == "catalog" else ""
+            log(f"  growth {table:<7} at {size:>9,}: first {first['median_ms']:9.1f} ms, deep {deep['median_ms']:9.1f} ms"
+                f"{cursor}")
     return out

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests import factories
-from tests.assertions import assert_error
+from tests.assertions import ANY_TEXT, assert_error
 
 BASE = "/api/v1/integrations"
 NO_TOKEN_MESSAGE = "Authorization header missing or not a Bearer token"
@@ -41,7 +42,7 @@ class TestListCatalog:
 
         assert response.status_code == 200, response.text
         assert response.json() == {"providers": [listed], "total": 1, "limit": 50, "offset": 0, "hasMore": False,
-                                   "nextOffset": None}
+                                   "nextOffset": None, "nextCursor": None}
 
     def test_provider_leaves_the_catalog_when_made_system_or_inactive(self, client, super_admin, member):
         term = factories.unique("move")
@@ -102,7 +103,7 @@ class TestListCatalog:
 
         assert response.status_code == 200, response.text
         assert response.json() == {"providers": [created[2], created[1]], "total": 3, "limit": 2, "offset": 0,
-                                   "hasMore": True, "nextOffset": 2}
+                                   "hasMore": True, "nextOffset": 2, "nextCursor": ANY_TEXT}
         assert listed_ids(client, member, search=term, limit=2, offset=2, sortOrder="desc") == [created[0]["id"]]
 
     def test_seeded_catalog_has_at_least_15_providers(self, client, member):
@@ -156,6 +157,167 @@ class TestListCatalog:
 
         assert_error(response, 400, "VALIDATION_ERROR")
 
+
+
+SORTS = [(sort_by, sort_order) for sort_by in ("name", "displayName", "provider", "createdAt", "updatedAt")
+         for sort_order in ("asc", "desc")]
+NOT_OUR_CURSOR = "cursor is not a cursor this API returned"
+OTHER_LISTING = ("cursor belongs to another listing: keep sortBy, sortOrder, category and search "
+                 "of the page it came from")
+
+
+def walk(client, account: factories.Account, **params) -> list[dict]:
+    """Every page of a catalog listing: the first (offset) page, then `nextCursor` after `nextCursor`."""
+    pages = [client.get(BASE, params=params, headers=account.headers)]
+    while True:
+        assert pages[-1].status_code == 200, pages[-1].text
+        if (cursor := pages[-1].json()["nextCursor"]) is None:
+            return [page.json() for page in pages]
+        assert len(pages) < 500, "the walk does not end"
+        pages.append(client.get(BASE, params=params | {"cursor": cursor}, headers=account.headers))
+
+
+def walked_ids(pages: list[dict]) -> list[str]:
+    return [provider["id"] for page in pages for provider in page["providers"]]
+
+
+def offset_ids(client, account: factories.Account, path: str = BASE, **params) -> list[str]:
+    """Every id of a listing, paged by offset (100 at a time)."""
+    ids: list[str] = []
+    while True:
+        response = client.get(path, params=params | {"limit": 100, "offset": len(ids)}, headers=account.headers)
+        assert response.status_code == 200, response.text
+        ids += [provider["id"] for provider in response.json()["providers"]]
+        if not response.json()["hasMore"]:
+            return ids
+
+
+def tampered(cursor: str) -> str:
+    """The cursor with one byte of its payload changed, still well-formed base64url."""
+    raw = bytearray(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    raw[5] ^= 0x01
+    return base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+
+
+@pytest.fixture
+def listed_five(client, super_admin) -> tuple[str, list[dict]]:
+    """A search term and five catalog providers carrying it, ties in name and in displayName
+    (broken by id), updatedAt in another order than createdAt; three unlisted ones beside them."""
+    term = factories.unique("cur")
+    names = [("b", "y"), ("a", "x"), ("b", "x"), ("c", "y"), ("a", "z")]
+    created = [factories.create_provider(client, super_admin, name=f"{term} {name}", displayName=f"{term} {display}")
+               for name, display in names]
+    for status, audience in (("active", "system"), ("beta", "tenant"), ("disabled", "tenant")):
+        factories.create_provider(client, super_admin, name=f"{term} a", status=status, audience=audience)
+    for index in (3, 0):
+        response = client.patch(f"/api/v1/admin/integrations/crm/{created[index]['id']}",
+                                json={"description": "touched"}, headers=super_admin.headers)
+        assert response.status_code == 200, response.text
+        created[index] = response.json()
+    return term, created
+
+
+class TestListCatalogByCursor:
+    @pytest.mark.parametrize(("sort_by", "sort_order"), SORTS)
+    def test_walk_returns_each_listed_provider_once_in_order(self, client, member, listed_five, sort_by, sort_order):
+        term, created = listed_five
+        expected = sorted(created, key=lambda p: (p[sort_by], p["id"]), reverse=sort_order == "desc")
+
+        pages = walk(client, member, search=term, limit=2, sortBy=sort_by, sortOrder=sort_order)
+
+        assert [page["providers"] for page in pages] == [expected[0:2], expected[2:4], expected[4:5]]
+        assert [(page["total"], page["offset"], page["hasMore"], page["nextOffset"]) for page in pages] == [
+            (5, 0, True, 2), (5, 2, True, 4), (5, 4, False, None)]
+
+    @pytest.mark.parametrize(("sort_by", "sort_order"), SORTS)
+    def test_walk_of_the_whole_catalog_matches_the_offset_pages(self, client, super_admin, member, listed_five,
+                                                               sort_by, sort_order):
+        listed = offset_ids(client, super_admin, "/api/v1/admin/integrations", status="active", audience="tenant")
+
+        pages = walk(client, member, limit=25, sortBy=sort_by, sortOrder=sort_order)
+
+        ids = walked_ids(pages)
+        assert ids == offset_ids(client, member, sortBy=sort_by, sortOrder=sort_order)
+        assert len(ids) == len(set(ids)) == pages[0]["total"]
+        assert set(ids) == set(listed)
+
+    def test_walk_can_start_from_any_offset_page(self, client, member, listed_five):
+        term, created = listed_five
+        expected = sorted(created, key=lambda p: (p["name"], p["id"]))
+        start = client.get(BASE, params={"search": term, "limit": 1, "offset": 2}, headers=member.headers).json()
+
+        response = client.get(BASE, params={"search": term, "limit": 5, "cursor": start["nextCursor"]},
+                              headers=member.headers)
+
+        assert response.status_code == 200, response.text
+        assert response.json() == {"providers": expected[3:], "total": 5, "limit": 5, "offset": 3, "hasMore": False,
+                                   "nextOffset": None, "nextCursor": None}
+
+    def test_walk_continues_when_the_cursor_row_leaves_the_catalog(self, client, super_admin, member, listed_five):
+        term, created = listed_five
+        expected = sorted(created, key=lambda p: (p["name"], p["id"]))
+        first = client.get(BASE, params={"search": term, "limit": 2}, headers=member.headers).json()
+        client.patch(f"/api/v1/admin/integrations/crm/{expected[1]['id']}/status", json={"status": "beta"},
+                     headers=super_admin.headers).raise_for_status()
+
+        response = client.get(BASE, params={"search": term, "limit": 2, "cursor": first["nextCursor"]},
+                              headers=member.headers)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["providers"] == expected[2:4]
+
+    def test_cursor_of_the_longest_name_fits_the_contract(self, client, super_admin, member):
+        term = factories.unique("long")
+        name = term + "\x01" * (100 - len(term))  # escaped as \u0001 in the cursor: its longest form
+        created = [factories.create_provider(client, super_admin, name=name) for _ in range(2)]
+
+        pages = walk(client, member, search=term, limit=1)
+
+        assert sorted(walked_ids(pages)) == sorted(p["id"] for p in created)
+        assert len(pages[0]["nextCursor"]) <= 1024
+
+    @pytest.mark.parametrize("cursor", ["not a cursor", "AAAA", "x", "eyJub3QiOiJzaWduZWQifQ", "%00%ff", "ünïcödé"])
+    def test_malformed_cursor_is_rejected(self, client, member, cursor):
+        response = client.get(BASE, params={"cursor": cursor}, headers=member.headers)
+
+        assert_error(response, 400, "VALIDATION_ERROR", message=NOT_OUR_CURSOR, details={"field": "cursor"})
+
+    @pytest.mark.parametrize("alter", [tampered, lambda cursor: cursor[:-3], lambda cursor: cursor[3:]],
+                             ids=["byte changed", "truncated", "head cut"])
+    def test_altered_cursor_is_rejected(self, client, member, listed_five, alter):
+        term, _ = listed_five
+        cursor = client.get(BASE, params={"search": term, "limit": 2}, headers=member.headers).json()["nextCursor"]
+
+        response = client.get(BASE, params={"search": term, "limit": 2, "cursor": alter(cursor)},
+                              headers=member.headers)
+
+        assert_error(response, 400, "VALIDATION_ERROR", message=NOT_OUR_CURSOR, details={"field": "cursor"})
+
+    @pytest.mark.parametrize("change", [{"sortBy": "displayName"}, {"sortOrder": "desc"}, {"search": "other"},
+                                        {"category": "storage"}], ids=lambda change: next(iter(change)))
+    def test_cursor_of_another_listing_is_rejected(self, client, member, listed_five, change):
+        term, _ = listed_five
+        params = {"search": term, "limit": 2}
+        cursor = client.get(BASE, params=params, headers=member.headers).json()["nextCursor"]
+
+        response = client.get(BASE, params=params | change | {"cursor": cursor}, headers=member.headers)
+
+        assert_error(response, 400, "VALIDATION_ERROR", message=OTHER_LISTING, details={"field": "cursor"})
+
+    def test_cursor_with_offset_is_rejected(self, client, member, listed_five):
+        term, _ = listed_five
+        cursor = client.get(BASE, params={"search": term, "limit": 2}, headers=member.headers).json()["nextCursor"]
+
+        response = client.get(BASE, params={"search": term, "limit": 2, "offset": 2, "cursor": cursor},
+                              headers=member.headers)
+
+        assert_error(response, 400, "VALIDATION_ERROR", message="cursor and offset cannot be combined",
+                     details={"field": "cursor"})
+
+    def test_too_long_cursor_is_rejected(self, client, member):
+        response = client.get(BASE, params={"cursor": "A" * 1025}, headers=member.headers)
+
+        assert_error(response, 400, "VALIDATION_ERROR")
 
 class TestGetCatalogProvider:
     def test_returns_a_listed_provider(self, client, super_admin, any_caller):
