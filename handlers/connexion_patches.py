@@ -45,6 +45,7 @@ PATCHED = {
     "connexion.apps.asynchronous.AsyncOperation.fn": lambda: _original_fn.fget,
     "connexion.decorators.main.ASGIDecorator.__call__": lambda: StarletteDecorator.__mro__[1].__dict__["__call__"],
     "connexion.decorators.main.BaseDecorator.decorate": lambda: StarletteDecorator.decorate,
+    "connexion.decorators.main.BaseDecorator.uri_parser": lambda: StarletteDecorator.uri_parser.fget,
     "connexion.security.AbstractSecurityHandler._accepts_kwarg": lambda: _original_accepts_kwarg.__func__,
     "connexion.security.AbstractSecurityHandler._generic_check": lambda: AbstractSecurityHandler._generic_check,
     "connexion.spec.Specification.load": lambda: _original_load.__func__,
@@ -69,17 +70,21 @@ class OnceBuiltStarletteDecorator(StarletteDecorator):
     """Connexion's `StarletteDecorator` with the decorator chain built once, not per request.
 
     `decorate(function)` (sync/async adapter, parameter decorator with its
-    `inspect.signature`, response decorator) happens here at construction; each request only
-    builds its Starlette request from the context and calls the prepared chain.
+    `inspect.signature`, response decorator) happens here at construction, and the URI parser
+    (built from the operation's parameter definitions) at the first request; each request only
+    builds its Starlette request and calls the prepared chain. One instance serves one operation.
     """
 
     def __call__(self, function: t.Callable) -> t.Callable:
         """Return the request-time wrapper of `function` (a handler) over a chain built now."""
         decorated = self.decorate(function)
+        parsers: list[t.Any] = []  # the operation's URI parser: stateless, made at its first request
 
         @functools.wraps(function)
         async def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
-            request = self.framework.get_request(uri_parser=self.uri_parser, scope=scope, receive=receive)
+            if not parsers:
+                parsers.append(self.uri_parser)  # reads the current operation from Connexion's context
+            request = self.framework.get_request(uri_parser=parsers[0], scope=scope, receive=receive)
             return await decorated(request)
 
         return wrapper
@@ -97,22 +102,26 @@ class ResolvedSpecification(OpenAPISpecification):
     """An OpenAPI 3 specification already validated and `$ref`-resolved: built without redoing either.
 
     `resolved` is the dict `Specification.load(...).spec` returned (or its JSON round trip from
-    the spec cache). Clones and `with_base_path` copies skip validation too, and the copy per
-    base path is kept, so serving `openapi.json` costs a JSON encoding, not a validation.
+    the spec cache); `raw` an untouched copy of it (made with `copy.deepcopy` when not given).
+    Connexion writes into the resolved dict as it builds validators (it attaches `components`
+    to schemas), so clones, and with them the served `openapi.json`, come from `raw`, as
+    Connexion's own clones do. Clones skip validation too, and the copy per base path is kept,
+    so serving `openapi.json` costs a JSON encoding, not a validation.
     """
 
-    def __init__(self, resolved: dict[str, t.Any], *, base_uri: str = "") -> None:
+    def __init__(self, resolved: dict[str, t.Any], *, raw: dict[str, t.Any] | None = None,
+                 base_uri: str = "") -> None:
+        raw = copy.deepcopy(resolved) if raw is None else raw
+        self._set_defaults(raw)
         self._set_defaults(resolved)
-        # One dict serves as raw and resolved: it has no $ref left, and the base_path setter
-        # writes `servers` into both.
-        self._raw_spec = resolved
+        self._raw_spec = raw
         self._spec = resolved
         self._base_uri = base_uri
         self._with_base_path: dict[str, ResolvedSpecification] = {}
 
     def clone(self) -> "ResolvedSpecification":
-        """Return an independent copy (deep copy, no validation)."""
-        return type(self)(copy.deepcopy(self._spec), base_uri=self._base_uri)
+        """Return an independent copy of the untouched spec (deep copies, no validation)."""
+        return type(self)(copy.deepcopy(self._raw_spec), raw=copy.deepcopy(self._raw_spec), base_uri=self._base_uri)
 
     def with_base_path(self, base_path: str) -> "ResolvedSpecification":
         """Return a copy whose `servers` is `base_path`, built once per base path."""
