@@ -19,10 +19,13 @@ def migrate(settings: Settings) -> None:
 
 
 def bootstrap(settings: Settings) -> None:
-    """Create the first super admin if none exists and seed the provider catalog (idempotent).
+    """Create the first super admin if none exists, seed the provider catalog and warm the spec cache (idempotent).
 
-    Without `HUB_ADMIN_PASSWORD`, a strong password is generated and printed once.
+    Without `HUB_ADMIN_PASSWORD`, a strong password is generated and printed once. The spec
+    cache (`<HUB_VAR_DIR>/cache`) holds both contracts validated and resolved, so workers started
+    afterwards skip that second of work.
     """
+    from handlers.app import warm_spec_cache
     from persistence import bootstrap as seeding
     from persistence import db, vault
 
@@ -39,6 +42,7 @@ def bootstrap(settings: Settings) -> None:
         if not settings.hub_admin_password:
             print(f"  generated password (shown once): {password}", flush=True)
     print(f"Provider catalog: {added} provider(s) added", flush=True)
+    warm_spec_cache(settings)
 
 
 def rotate_keys(settings: Settings, *, batch: int = 100) -> int:
@@ -105,11 +109,8 @@ def serve(settings: Settings, *, workers: int = 1, sandbox: bool = True) -> None
     """
     import uvicorn
 
-    from handlers.app import warm_spec_cache
-
     migrate(settings)
-    bootstrap(settings)
-    warm_spec_cache(settings)  # once here, so N workers don't each validate the contract
+    bootstrap(settings)  # warms the spec cache once, so N workers don't each validate the contract
     if sandbox and not settings.is_production:
         start_sandbox(settings)
     base = f"http://{settings.hub_host}:{settings.hub_port}"
