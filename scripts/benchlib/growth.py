@@ -63,7 +63,7 @@ def _deep_cursor(chain: str, seq: int) -> str:
 
 
 def _deep_catalog_cursor(visible: int) -> str:
-    from handlers.catalog import Listing  # the hub's own cursor format
+    from handlers.catalog_cursor import Listing  # the hub's own cursor format
     from persistence import providers
     from persistence.db import transaction
 
