@@ -65,6 +65,8 @@ class StrictJSONRequestBodyValidator(JSONRequestBodyValidator):
     - Schema violations answer a message naming the field and the rule, with
       `details.field`, instead of jsonschema's message quoting the submitted value.
     - A body the compiled validator accepts skips the pure-Python validation.
+    - A string (or key) holding a NUL character answers 400: PostgreSQL text cannot store one
+      (it would be a 500 there, and a stored value on SQLite), so both databases refuse alike.
     """
 
     async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope: Scope) -> t.Any:
@@ -76,9 +78,14 @@ class StrictJSONRequestBodyValidator(JSONRequestBodyValidator):
         if not text:
             return None
         try:
-            return json.loads(text)
+            body = json.loads(text)
         except ValueError as exc:
             raise BadRequestProblem(detail=f"Request body is not valid JSON: {exc}") from None
+        # JSON carries NUL only as the escape \u0000: look for it only then.
+        if "u0000" in text and (path := nul_path(body)) is not None:
+            raise ApiError(400, "VALIDATION_ERROR", f"'{path}' must not contain NUL characters",
+                           details={"field": path})
+        return body
 
 
     def _validate(self, body: t.Any) -> dict | None:
@@ -119,6 +126,8 @@ class CachedParameterValidator(ParameterValidator):
         """Return the error message for `value` of parameter `param`, or None when it is valid."""
         if is_nullable(param) and is_null(value):
             return None
+        if value is not None and nul_path(value) is not None:
+            return f"{parameter_type} parameter '{param.get('name', param_name)}' must not contain NUL characters"
         if value is not None:
             try:
                 parameter_validator(param).validate(value)
@@ -131,6 +140,29 @@ class CachedParameterValidator(ParameterValidator):
 
 
 _parameter_validators: dict[int, tuple[dict, Draft4Validator]] = {}
+
+
+def nul_path(value: t.Any, path: str = "body") -> str | None:
+    """Return the dotted path of the first string or key in `value` holding a NUL, or None.
+
+    `value` is parsed JSON or a parameter value (str, list); the root is named `path`.
+    """
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = key if path == "body" else f"{path}.{key}"
+            if "\x00" in key:
+                return inner
+            found = nul_path(item, inner)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = nul_path(item, str(index) if path == "body" else f"{path}.{index}")
+            if found is not None:
+                return found
+    return None
 
 
 def parameter_validator(param: dict) -> Draft4Validator:

@@ -414,3 +414,32 @@ def test_a_refused_query_parameter_still_answers_the_envelope(client, tenant_adm
     error = response.json()["error"]
     assert error["code"] == "VALIDATION_ERROR"
     assert "limit" in error["message"] or "minimum" in error["message"]
+
+
+class TestNulCharacters:
+    """PostgreSQL text cannot hold NUL: every database refuses it at the edge, alike (found by fuzzing)."""
+
+    def test_a_nul_in_a_body_string_answers_400_naming_the_field(self, client):
+        response = client.post("/api/v1/auth/login", json={"email": "a\u0000b@example.com", "password": "x"})
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+        assert response.json()["error"]["details"] == {"field": "email"}
+
+    def test_a_nul_in_a_nested_key_is_found(self):
+        assert validation.nul_path({"settings": {"a\u0000": 1}}) == "settings.a\u0000"
+        assert validation.nul_path({"items": ["ok", "b\u0000"]}) == "items.1"
+        assert validation.nul_path(["\u0000"]) == "0"
+        assert validation.nul_path({"name": "fine", "n": 1, "none": None}) is None
+
+    def test_an_escaped_backslash_u0000_text_is_not_a_nul(self, client):
+        # The six characters \u0000 (an escaped backslash in JSON) are plain text.
+        response = client.post("/api/v1/auth/login", content=b'{"email": "\\\\u0000@example.com", "password": "x"}',
+                               headers={"Content-Type": "application/json"})
+        assert response.status_code == 401
+
+    def test_a_nul_in_a_query_parameter_answers_400(self, client, tenant_admin):
+        response = client.get("/api/v1/integrations?search=%00", headers=tenant_admin.headers)
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "VALIDATION_ERROR"
+        assert "NUL" in error["message"]
