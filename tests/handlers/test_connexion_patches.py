@@ -46,18 +46,23 @@ def test_the_patched_connexion_internals_are_the_ones_the_patches_were_written_f
         "Re-check each patch against the new source, then pin the new digests: " + json.dumps(found, indent=1))
 
 
-@pytest.fixture
-def count_signature_reads(monkeypatch):
-    """Count Connexion's per-handler signature inspection (what the chain cache saves)."""
-    calls = []
-    original = connexion_parameter.inspect_function_arguments
+def count_signature_reads_in(module, monkeypatch) -> list[str]:
+    """Count the calls `module` makes to Connexion's `inspect_function_arguments`, by function name."""
+    calls: list[str] = []
+    original = module.inspect_function_arguments
 
     def counting(function):
         calls.append(function.__name__)
         return original(function)
 
-    monkeypatch.setattr(connexion_parameter, "inspect_function_arguments", counting)
+    monkeypatch.setattr(module, "inspect_function_arguments", counting)
     return calls
+
+
+@pytest.fixture
+def count_signature_reads(monkeypatch):
+    """Count the handler decorators' signature inspections (what the chain cache saves)."""
+    return count_signature_reads_in(connexion_parameter, monkeypatch)
 
 
 def test_the_decorator_chain_is_built_once_per_operation(client, tenant_admin, count_signature_reads):
@@ -79,14 +84,7 @@ def test_without_the_patch_connexion_rebuilds_the_chain_per_request(client, tena
 
 
 def test_the_security_handler_inspects_the_bearer_function_once(client, tenant_admin, monkeypatch):
-    calls = []
-    original = connexion_security.inspect_function_arguments
-
-    def counting(function):
-        calls.append(function.__name__)
-        return original(function)
-
-    monkeypatch.setattr(connexion_security, "inspect_function_arguments", counting)
+    calls = count_signature_reads_in(connexion_security, monkeypatch)
     connexion_patches._accepts_kwarg.cache_clear()
     for _ in range(4):
         assert client.get("/api/v1/auth/me", headers=tenant_admin.headers).status_code == 200
