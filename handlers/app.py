@@ -241,8 +241,10 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     )
     # Connexion would validate and resolve the specs again; they were (load_spec).
     resolved = connexion_patches.ResolvedSpecification
-    app.add_api(resolved(load_spec(API_SPEC), raw=load_spec(API_SPEC)), base_path="/api/v1", name="api")
-    app.add_api(resolved(load_spec(ROOT_SPEC), raw=load_spec(ROOT_SPEC)), base_path="", name="root",
+    # The dicts read above serve Connexion as they are (it only adds `servers` and schema
+    # `components`, which nothing above reads); `raw` is the untouched copy it serves.
+    app.add_api(resolved(api_spec, raw=load_spec(API_SPEC)), base_path="/api/v1", name="api")
+    app.add_api(resolved(root_spec, raw=load_spec(ROOT_SPEC)), base_path="", name="root",
                 swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
     add_middleware(app, settings, [api_spec, root_spec])
     errors.register(app)

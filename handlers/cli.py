@@ -150,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _export_address(args: argparse.Namespace) -> None:
+    # The uvicorn factory re-reads settings in each worker: pass --host/--port through the environment.
+    if getattr(args, "host", None):
+        os.environ["HUB_HOST"] = args.host
+    if getattr(args, "port", None):
+        os.environ["HUB_PORT"] = str(args.port)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     parser = build_parser()
@@ -164,10 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     # Starlette's test client and Authlib announce an httpx successor; nothing to act on here.
     warnings.filterwarnings("ignore", message=".*httpx2.*")
     configure_logging(load_settings().log_format)
-    if getattr(args, "host", None):
-        os.environ["HUB_HOST"] = args.host  # the uvicorn factory re-reads settings in each worker
-    if getattr(args, "port", None):
-        os.environ["HUB_PORT"] = str(args.port)
+    _export_address(args)
     settings = load_settings()
     if args.command == "migrate":
         migrate(settings)
