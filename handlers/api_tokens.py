@@ -6,11 +6,11 @@ from datetime import datetime
 from uuid import UUID
 
 from handlers import views
-from handlers.errors import ApiError
-from handlers.security import Caller
 from persistence import api_tokens, audit
 from persistence.db import transaction
 from persistence.models import as_utc, utcnow
+from server.errors import ApiError
+from server.security import Caller
 
 BASE = "/api/v1/tenant/api-tokens"
 

@@ -7,11 +7,11 @@ from datetime import datetime
 from uuid import UUID
 
 from handlers import views
-from handlers.errors import ApiError
-from handlers.security import Caller
 from persistence import audit
 from persistence.db import transaction
 from persistence.models import as_utc
+from server.errors import ApiError
+from server.security import Caller
 
 
 def list_tenant_audit_logs(token_info: dict, limit: int = 50, cursor: str | None = None, **filters) -> dict:

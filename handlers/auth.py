@@ -8,14 +8,16 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
-from handlers import ratelimit, runtime, views
-from handlers.errors import ApiError
-from handlers.security import INVALID_CREDENTIALS, INVALID_TOKEN, Caller, refuse_standing, request_actor
-from handlers.tokens import decode, mint_access, mint_refresh
+from server import ratelimit, runtime
+
+from handlers import views
 from persistence import accounts, audit, refresh_tokens, tenants, users
 from persistence.db import transaction
 from persistence.models import User
 from persistence.refresh_tokens import RefreshRejected
+from server.errors import ApiError
+from server.security import INVALID_CREDENTIALS, INVALID_TOKEN, Caller, refuse_standing, request_actor
+from server.tokens import decode, mint_access, mint_refresh
 
 
 def register(body: dict) -> tuple[dict, int]:
@@ -33,7 +35,7 @@ def register(body: dict) -> tuple[dict, int]:
 def login(body: dict) -> dict:
     """Exchange email and password for tokens; every attempt, failed or not, is audited.
 
-    Throttled per IP and per email (failures only, 15 minutes): see handlers/ratelimit.py.
+    Throttled per IP and per email (failures only, 15 minutes): see server/ratelimit.py.
     """
     email = users.normalize_email(body["email"])
     ratelimit.enforce_login(email, request_actor().ip)

@@ -16,11 +16,11 @@ from datetime import datetime
 from typing import NoReturn
 from uuid import UUID
 
-from handlers import runtime
-from handlers.errors import ApiError
 from persistence import providers
 from persistence.models import Provider
 from persistence.pages import After, Page
+from server import runtime
+from server.errors import ApiError
 
 CURSOR_VERSION = 1
 _MAC_BYTES = 16

@@ -6,10 +6,11 @@ from __future__ import annotations
 from uuid import UUID
 
 from connectors import connection_flows as flows
-from handlers import ratelimit, runtime, views
-from handlers.security import Caller
+from handlers import views
 from persistence import audit, connections
 from persistence.db import transaction
+from server import ratelimit, runtime
+from server.security import Caller
 
 
 def start_oauth_connection(id: str, body: dict, token_info: dict) -> dict:

@@ -11,11 +11,13 @@ from datetime import datetime, timezone
 from connexion.context import scope as request_scope
 from prometheus_client import generate_latest
 
-from handlers import runtime, views
-from handlers.errors import ApiError
-from handlers.security import Caller
+from server import runtime
+
+from handlers import views
 from persistence import connections
 from persistence.db import ping, transaction
+from server.errors import ApiError
+from server.security import Caller
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from connectors import connection_flows as flows
-from handlers import runtime
-from handlers.security import request_actor
+from server import runtime
+from server.security import request_actor
 
 
 def oauth_callback(state: str, code: str | None = None, error: str | None = None,

@@ -7,11 +7,12 @@ from uuid import UUID
 
 from connectors.outbound import OutboundRefused, screen_url
 from connectors.probe import probe
-from handlers import runtime, views
-from handlers.errors import ApiError
-from handlers.security import Caller
+from handlers import views
 from persistence import audit, providers
 from persistence.db import transaction
+from server import runtime
+from server.errors import ApiError
+from server.security import Caller
 
 BASE = "/api/v1/admin/integrations"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from uuid import UUID
 
 from handlers import views
-from handlers.security import Caller
 from persistence import audit, integrations, providers, tenants
 from persistence.db import transaction
+from server.security import Caller
 
 BASE = "/api/v1/tenant/integrations"
 # API field -> column of the writable IntegrationDocument fields.

@@ -5,9 +5,9 @@ from __future__ import annotations
 from uuid import UUID
 
 from handlers import views
-from handlers.security import Caller
 from persistence import accounts, audit, tenants
 from persistence.db import transaction
+from server.security import Caller
 
 BASE = "/api/v1/admin/tenants"
 

@@ -1,4 +1,4 @@
-"""Domain errors raised by persistence functions; `handlers/errors.py` maps them to the envelope."""
+"""Domain errors raised by persistence functions; `server/errors.py` maps them to the envelope."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Idempotency records (as Stripe does): a retried POST with the same key replays the first answer.
 
 Keys are scoped (per tenant, user or client IP) and kept 24 hours. No HTTP here; the middleware
-in handlers/idempotency.py drives it.
+in server/idempotency.py drives it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The benchmark's floor: a bare Starlette app doing the hub's work for each benchmarked operation.
 
-Same database (persistence.db), same JWT verification (handlers.tokens.decode with the
+Same database (persistence.db), same JWT verification (server.tokens.decode with the
 TokenConfig the hub builds from the same settings) and the same per-request user/tenant
 lookup the hub's `authenticate_bearer` does, the same scope rule, the same queries
 (persistence functions), the same request validation (jsonschema against the operation's
@@ -8,7 +8,7 @@ schemas in the resolved spec) and the same JSON out (handlers.views). Nothing el
 Connexion, no middleware stack, one threadpool hop per request for the blocking database work.
 
 `/api/v1/auth/me-limited` is `/api/v1/auth/me` plus the hub's rate-limit checks (plan window
-and endpoint class) through the hub's own `handlers.ratelimit.RateLimits.check`, in memory.
+and endpoint class) through the hub's own `server.ratelimit.RateLimits.check`, in memory.
 
 Serve with `uvicorn bench_floor:serving_floor --factory --app-dir scripts`; it reads the hub's
 settings from the environment (DATABASE_URL, JWT_SECRET, HUB_RATE_LIMIT_SCALE, ...).
@@ -29,15 +29,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from handlers import views
-from handlers.app import API_SPEC, load_spec, role_scopes
-from handlers.errors import ApiError
-from handlers.ratelimit import RateLimits
-from handlers.settings import Settings, load_settings
-from handlers.tokens import TokenConfig, decode
 from persistence import accounts, audit, db, integrations, providers, tenants, users
 from persistence.audit import Actor
 from persistence.db import transaction
 from persistence.errors import DomainError
+from server.app import API_SPEC, load_spec, role_scopes
+from server.errors import ApiError
+from server.ratelimit import RateLimits
+from server.settings import Settings, load_settings
+from server.tokens import TokenConfig, decode
 
 PLAN_WINDOW_MINUTES = 15
 INTEGRATION_FIELDS = {"name": "name", "description": "description", "icon": "icon", "settings": "settings",

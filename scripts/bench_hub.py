@@ -47,7 +47,7 @@ def _log_like_production(env: BenchEnv) -> None:
     # serving_app logs one JSON line per request; in-process runs pay for it too (into a file).
     import logging
 
-    from handlers.observability import configure_logging
+    from server.observability import configure_logging
 
     configure_logging(env.settings().log_format)
     (env.workdir / "logs").mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ def _log_like_production(env: BenchEnv) -> None:
 async def _measure_apps(env: BenchEnv, fixture, mode: dict, use_wrk: bool) -> dict:
     import bench_floor
 
-    from handlers.app import create_app
+    from server.app import create_app
 
     _log_like_production(env)
 

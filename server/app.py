@@ -17,16 +17,17 @@ from connexion import json_schema as connexion_json_schema
 from connexion import spec as connexion_spec
 from connexion.spec import Specification
 
-from handlers import connexion_patches, errors, idempotency, ratelimit, runtime
-from handlers.observability import configure_logging
-from handlers.deprecation import DeprecationMiddleware
-from handlers.middleware import EnvelopeCORSMiddleware, RequestContextMiddleware
-from handlers.security import PermissionMiddleware
-from handlers.settings import Settings, load_settings
-from handlers.tokens import TokenConfig
 from connectors.outbound import OutboundPolicy
-from handlers.validation import validator_map
 from persistence import db, vault
+from server import connexion_patches, errors, idempotency, ratelimit, runtime
+from server.cors import EnvelopeCORSMiddleware
+from server.deprecation import DeprecationMiddleware
+from server.observability import configure_logging
+from server.request_log import RequestContextMiddleware
+from server.security import PermissionMiddleware
+from server.settings import Settings, load_settings
+from server.tokens import TokenConfig
+from server.validation import validator_map
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "openapi"
 API_SPEC = SPEC_DIR / "openapi.yaml"
@@ -247,7 +248,7 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     app.add_api(resolved(root_spec, raw=load_spec(ROOT_SPEC)), base_path="", name="root",
                 swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
     add_middleware(app, settings, [api_spec, root_spec])
-    errors.register(app)
+    errors.register(app, allowed_methods=lambda path: runtime.get().allowed_methods(path))
     return app
 
 

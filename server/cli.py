@@ -7,8 +7,8 @@ import os
 import secrets
 import warnings
 
-from handlers.observability import configure_logging
-from handlers.settings import Settings, load_settings
+from server.observability import configure_logging
+from server.settings import Settings, load_settings
 
 
 def migrate(settings: Settings) -> None:
@@ -25,7 +25,7 @@ def bootstrap(settings: Settings) -> None:
     cache (`<HUB_VAR_DIR>/cache`) holds both contracts validated and resolved, so workers started
     afterwards skip that second of work.
     """
-    from handlers.app import warm_spec_cache
+    from server.app import warm_spec_cache
     from persistence import bootstrap as seeding
     from persistence import db, vault
 
@@ -119,7 +119,7 @@ def serve(settings: Settings, *, workers: int = 1, sandbox: bool = True) -> None
         print(f"  interactive docs: {base}/api/v1/ui/", flush=True)
     print(f"  contract: {base}/api/v1/openapi.json   health: {base}/health", flush=True)
     uvicorn.run(
-        "handlers.app:serving_app",
+        "server.app:serving_app",
         factory=True,
         host=settings.hub_host,
         port=settings.hub_port,

@@ -18,7 +18,7 @@ should, measured by `./scripts/bench`:
    resolves every `$ref` (~1 s per document on the bench machine), `add_api` does it again on
    a dict we already resolved, and Swagger UI's `with_base_path` clones (re-validates) the spec
    for every `GET /openapi.json`. `ResolvedSpecification` is a specification that was
-   validated and resolved once (by `Specification.load`, in `handlers.app.load_spec`, whose
+   validated and resolved once (by `Specification.load`, in `server.app.load_spec`, whose
    result is cached on disk by content digest) and is handed to `add_api` as is: the patched
    `Specification.load` returns a `Specification` instance unchanged instead of treating it as
    a file path.
@@ -137,7 +137,7 @@ def _load(cls: type[Specification], spec: t.Any, *, arguments: t.Any = None) -> 
 
 
 def install() -> None:
-    """Apply the patches (idempotent); `handlers.app.create_app` calls it before building an app."""
+    """Apply the patches (idempotent); `server.app.create_app` calls it before building an app."""
     AsyncOperation.fn = property(_once_built_fn)
     AbstractSecurityHandler._accepts_kwarg = staticmethod(_accepts_kwarg)
     Specification.load = classmethod(_load)

@@ -14,7 +14,8 @@ An operation marked `deprecated: true` in the spec answers with
 
 Register after Connexion's routing, which names the operation in
 `scope["extensions"]["connexion_routing"]["operation_id"]`, e.g.
-`app.add_middleware(DeprecationMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)`.
+`app.add_middleware(DeprecationMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION,
+specs=[api_spec, root_spec])` (the resolved contracts it reads the deprecations from).
 """
 
 from __future__ import annotations
@@ -103,22 +104,15 @@ def _path_patterns(spec: dict[str, Any]) -> dict[str, re.Pattern[str]]:
     return patterns
 
 
-def _contract_specs() -> list[dict[str, Any]]:
-    """The hub's two contracts (/api/v1 and the root probes), resolved."""
-    from handlers.app import API_SPEC, ROOT_SPEC, load_spec  # handlers.app registers this module
-
-    return [load_spec(API_SPEC), load_spec(ROOT_SPEC)]
-
-
 class DeprecationMiddleware:
     """Add the Deprecation, Sunset and Link headers the contract declares to every answer of a
     deprecated operation (pure ASGI; needs Connexion's routing extension in the scope)."""
 
-    def __init__(self, app: ASGIApp, specs: Iterable[dict[str, Any]] | None = None) -> None:
+    def __init__(self, app: ASGIApp, specs: Iterable[dict[str, Any]]) -> None:
         self.app = app
         self.headers: dict[str, dict[str, str]] = {}
         self.patterns: dict[str, re.Pattern[str]] = {}
-        for spec in _contract_specs() if specs is None else specs:
+        for spec in specs:
             self.headers.update(deprecations(spec))
             self.patterns.update(_path_patterns(spec))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from connexion.exceptions import ProblemException
@@ -18,8 +19,8 @@ from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, O
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException
 
-from handlers.request_context import current_request_id
 from persistence.errors import DomainError
+from server.request_context import current_request_id
 
 logger = logging.getLogger("hub.errors")
 
@@ -115,23 +116,25 @@ async def handle_problem(_request: ConnexionRequest, exc: ProblemException) -> C
     return error_response(status, code, message, headers=dict(exc.headers or {}))
 
 
-async def handle_http_exception(_request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
-    """Answer a Starlette HTTPException (unknown path 404, wrong method 405, ...)."""
-    status = exc.status_code
-    code = _CODE_BY_STATUS.get(status, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR")
-    message = exc.detail if isinstance(exc.detail, str) and status < 500 else "Request failed"
-    headers = dict(exc.headers or {})
-    if status == 404:
-        message = "No such resource"
-    if status == 405:
-        # Starlette names only the first route's methods; the contract knows them all.
-        # (Imported here: handlers.runtime imports this module through handlers.tokens.)
-        from handlers import runtime
+def http_exception_handler(allowed_methods: Callable[[str], tuple[str, ...]]) -> Callable[..., Any]:
+    """Build the handler of Starlette HTTPExceptions (unknown path 404, wrong method 405, ...).
 
-        allowed = runtime.get().allowed_methods(_request.url.path)
-        if allowed:
+    `allowed_methods(path)` names every method the contract defines for a path: Starlette's 405
+    names only the first route's methods, so the `Allow` header is taken from the contract.
+    """
+
+    async def handle_http_exception(request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+        status = exc.status_code
+        code = _CODE_BY_STATUS.get(status, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR")
+        message = exc.detail if isinstance(exc.detail, str) and status < 500 else "Request failed"
+        headers = dict(exc.headers or {})
+        if status == 404:
+            message = "No such resource"
+        if status == 405 and (allowed := allowed_methods(request.url.path)):
             headers["Allow"] = ", ".join(allowed)
-    return error_response(status, code, message, headers=headers)
+        return error_response(status, code, message, headers=headers)
+
+    return handle_http_exception
 
 
 async def handle_integrity_error(_request: ConnexionRequest, exc: IntegrityError) -> ConnexionResponse:
@@ -156,12 +159,15 @@ async def handle_unexpected(_request: ConnexionRequest, exc: Exception) -> Conne
     return error_response(500, "INTERNAL_ERROR", "An unexpected error occurred")
 
 
-def register(app: Any) -> None:
-    """Register every error handler on the Connexion app, most specific first."""
+def register(app: Any, *, allowed_methods: Callable[[str], tuple[str, ...]]) -> None:
+    """Register every error handler on the Connexion app, most specific first.
+
+    `allowed_methods(path)` gives the methods the contract defines for a path (the 405 `Allow`).
+    """
     app.add_error_handler(ApiError, handle_api_error)
     app.add_error_handler(DomainError, handle_domain_error)
     app.add_error_handler(ProblemException, handle_problem)
-    app.add_error_handler(HTTPException, handle_http_exception)
+    app.add_error_handler(HTTPException, http_exception_handler(allowed_methods))
     app.add_error_handler(IntegrityError, handle_integrity_error)
     for unavailable in (OperationalError, InterfaceError, DisconnectionError, SQLAlchemyTimeoutError):
         app.add_error_handler(unavailable, handle_database_unavailable)

@@ -15,10 +15,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from handlers import runtime
-from handlers.errors import error_response
 from persistence import idempotency
 from persistence.db import transaction
+from server import runtime
+from server.errors import error_response
 
 HEADER = b"idempotency-key"
 REPLAYED_HEADERS = ("location", "content-type")

@@ -63,9 +63,9 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from handlers import runtime
-from handlers.errors import ApiError, error_response
-from handlers.observability import RATE_LIMIT_HITS
+from server import runtime
+from server.errors import ApiError, error_response
+from server.observability import RATE_LIMIT_HITS
 
 PLAN_WINDOW_MINUTES = 15
 LOGIN_FAILURES_PER_EMAIL = "10/15minutes"

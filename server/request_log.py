@@ -1,4 +1,4 @@
-"""ASGI middleware of the hub: request id, body cap and the per-request log line.
+"""The outermost middleware of the hub: request id, body cap and the per-request log line.
 
 Added by the app factory at `MiddlewarePosition.BEFORE_EXCEPTION`, so it wraps Connexion's
 exception handling: every response, errors included, passes through it.
@@ -12,12 +12,11 @@ import time
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
-from handlers.errors import ApiError, error_response
-from handlers.observability import REQUEST_DURATION
-from handlers.request_context import adopt_request_id, set_request_id
+from server.errors import ApiError, error_response
+from server.observability import REQUEST_DURATION
+from server.request_context import adopt_request_id, set_request_id
 
 logger = logging.getLogger("hub.request")
 
@@ -132,19 +131,3 @@ class RequestContextMiddleware:
             return message
 
         return counted
-
-
-class EnvelopeCORSMiddleware(CORSMiddleware):
-    """Starlette's CORS middleware, answering a refused preflight in the error envelope.
-
-    Starlette answers a disallowed origin, method or header with a bare text/plain 400.
-    """
-
-    def preflight_response(self, request_headers) -> Response:
-        """Return the preflight answer; a refusal becomes 400 VALIDATION_ERROR in the envelope."""
-        response = super().preflight_response(request_headers)
-        if response.status_code != 400:
-            return response
-        refused = error_response(400, "VALIDATION_ERROR", response.body.decode() or "CORS preflight refused")
-        return Response(refused.body, 400, media_type="application/json", headers={
-            k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")})

@@ -8,13 +8,13 @@ from typing import Any
 
 from connectors.connection_flows import FlowContext
 from connectors.outbound import OutboundPolicy
-from handlers.settings import Settings
-from handlers.tokens import TokenConfig
+from server.settings import Settings
+from server.tokens import TokenConfig
 
 
 @dataclass
 class Runtime:
-    """The serving process's configuration, set by `handlers.app.create_app`.
+    """The serving process's configuration, set by `server.app.create_app`.
 
     `role_scopes` maps a role to the scopes it grants (`x-role-scopes` of the bearer scheme);
     `operation_scopes` maps an operationId to the scopes it requires (`x-required-scopes`), or
@@ -57,5 +57,5 @@ def install(runtime: Runtime) -> None:
 def get() -> Runtime:
     """Return the process's runtime; RuntimeError if no app was created."""
     if _current is None:
-        raise RuntimeError("the app has not been created (handlers.app.create_app)")
+        raise RuntimeError("the app has not been created (server.app.create_app)")
     return _current

@@ -17,14 +17,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from handlers import runtime
-from handlers.errors import ApiError, error_response
-from handlers.tokens import decode
-from handlers.observability import AUTH_FAILURES
 from persistence import accounts, api_tokens, audit
 from persistence.audit import Actor
 from persistence.db import transaction
 from persistence.models import User
+from server import runtime
+from server.errors import ApiError, error_response
+from server.observability import AUTH_FAILURES
+from server.tokens import decode
 
 _STANDING_ERRORS = {
     "tenant_suspended": (403, "TENANT_SUSPENDED", "The tenant is suspended"),

@@ -16,7 +16,7 @@ from typing import Any
 
 import jwt
 
-from handlers.errors import ApiError
+from server.errors import ApiError
 
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "typ", "jti"]
 

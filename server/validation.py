@@ -28,7 +28,7 @@ from connexion.validators import (
 from jsonschema import Draft4Validator, ValidationError
 from starlette.types import Scope
 
-from handlers.errors import ApiError
+from server.errors import ApiError
 
 logger = logging.getLogger(__name__)
 

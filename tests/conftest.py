@@ -64,7 +64,7 @@ def database_url(db_kind: str, pg_cluster, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory):
-    from handlers.settings import Settings
+    from server.settings import Settings
 
     return Settings(
         database_url=database_url,
@@ -84,8 +84,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def app(settings):
     """The hub, built once per session on a migrated, bootstrapped database."""
-    from handlers.app import create_app
-    from handlers.cli import bootstrap, migrate
+    from server.app import create_app
+    from server.cli import bootstrap, migrate
 
     migrate(settings)
     built = create_app(settings)

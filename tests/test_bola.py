@@ -12,8 +12,8 @@ import uuid
 import pytest
 from sqlmodel import select
 
-from handlers.app import load_spec
 from persistence.db import transaction
+from server.app import load_spec
 from persistence.models import (
     AuditEntry,
     Connection,

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from handlers.app import API_SPEC, HTTP_METHODS, ROOT_SPEC, load_spec
+from server.app import API_SPEC, HTTP_METHODS, ROOT_SPEC, load_spec
 
 SPECS = {"api": load_spec(API_SPEC), "root": load_spec(ROOT_SPEC)}
 

@@ -17,8 +17,8 @@ import pytest
 from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 from redis.connection import AbstractConnection
 
-from handlers import ratelimit, runtime
-from handlers.app import API_SPEC, ROOT_SPEC, _merged_limits, load_spec
+from server import ratelimit, runtime
+from server.app import API_SPEC, ROOT_SPEC, _merged_limits, load_spec
 from tests import factories
 from tests.redis_server import RedisServer, find_redis_server
 

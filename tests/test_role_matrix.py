@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from handlers.app import API_SPEC, HTTP_METHODS, load_spec
+from server.app import API_SPEC, HTTP_METHODS, load_spec
 from tests import factories
 
 SPEC = load_spec(API_SPEC)

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 
 from schemathesis.engine import events, from_schema
 
-from handlers import runtime
+from server import runtime
 from tests import factories
 
 CHECKS = [

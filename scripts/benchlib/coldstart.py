@@ -16,10 +16,10 @@ import asyncio, json, sys, time
 from benchlib.asgi import AsgiClient
 t0 = time.perf_counter()
 if sys.argv[1] == "hub":
-    from handlers.app import create_app as factory
+    from server.app import create_app as factory
 else:
     from bench_floor import create_floor as factory
-from handlers.settings import load_settings
+from server.settings import load_settings
 t1 = time.perf_counter()
 app = factory(load_settings())
 t2 = time.perf_counter()

@@ -1,7 +1,7 @@
 """The benchmark's settings, database and accounts.
 
 The database is a SQLite file under the work directory: migrated (persistence.migrate.upgrade),
-bootstrapped (handlers.cli.bootstrap), filled to N catalog providers (audience tenant, status
+bootstrapped (server.cli.bootstrap), filled to N catalog providers (audience tenant, status
 active; clones of the first shipped catalog entry) and given one enterprise tenant with a
 tenant_admin per measurement, so rate-limit windows start empty for every run.
 """
@@ -58,7 +58,7 @@ class BenchEnv:
 
     def settings(self, *, validate_responses: bool = False):
         """The hub's production settings on the bench database."""
-        from handlers.settings import Settings
+        from server.settings import Settings
 
         return Settings(database_url=self.url, jwt_secret=self.jwt_secret, hub_env="production",
                         hub_encryption_keys=self.encryption_key, var_dir=self.workdir / "var",
@@ -79,7 +79,7 @@ class BenchEnv:
 
 def token_config(settings):
     """The TokenConfig the app factory builds from `settings`."""
-    from handlers.tokens import TokenConfig
+    from server.tokens import TokenConfig
 
     return TokenConfig(secret=settings.signing_secret(), algorithm=settings.jwt_algorithm, issuer=settings.jwt_issuer,
                        audience=settings.jwt_audience, access_ttl=settings.access_token_ttl_seconds,
@@ -103,7 +103,7 @@ class Fixture:
 
 def prepare(env: BenchEnv, *, providers: int, accounts: int) -> Fixture:
     """Create the database from scratch: migrate, bootstrap, `providers` catalog rows, `accounts` tenants."""
-    from handlers.cli import bootstrap
+    from server.cli import bootstrap
     from persistence.migrate import upgrade
 
     env.workdir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +155,7 @@ def _find_template(env: BenchEnv) -> str:
 
 
 def _accounts(settings, count: int) -> list[Account]:
-    from handlers.tokens import mint_access
+    from server.tokens import mint_access
     from persistence import tenants
     from persistence.db import transaction
     from persistence.models import User

@@ -14,7 +14,7 @@ from pathlib import Path
 from benchlib.fixture import ROOT
 
 SERVER_CORE = "0"
-HUB_APP = ("handlers.app:serving_app",)  # the factory `integration-hub serve` runs
+HUB_APP = ("server.app:serving_app",)  # the factory `integration-hub serve` runs
 FLOOR_APP = ("bench_floor:serving_floor", "--app-dir", str(ROOT / "scripts"))
 
 

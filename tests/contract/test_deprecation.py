@@ -1,4 +1,4 @@
-"""handlers/deprecation.py: Deprecation (RFC 9745), Sunset (RFC 8594) and successor Link headers
+"""server/deprecation.py: Deprecation (RFC 9745), Sunset (RFC 8594) and successor Link headers
 for operations the spec marks `deprecated: true`, applied generically by a pure ASGI middleware.
 
 No operation of the contract is deprecated yet, so the middleware is exercised on a synthetic
@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Match, Route
 from starlette.testclient import TestClient
 
-from handlers.app import API_SPEC, HTTP_METHODS, ROOT_SPEC, load_spec
-from handlers.deprecation import DeprecationMiddleware, deprecations
+from server.app import API_SPEC, HTTP_METHODS, ROOT_SPEC, load_spec
+from server.deprecation import DeprecationMiddleware, deprecations
 
 SPEC = {
     "openapi": "3.0.3",
@@ -147,8 +147,8 @@ class TestDeprecationMiddleware:
 
 
 def test_built_from_the_real_contract_by_default():
-    """Without `specs`, the middleware reads both contracts; none deprecates anything yet."""
-    middleware = DeprecationMiddleware(lambda scope, receive, send: None)
+    """Given both contracts, the middleware knows exactly the operations they deprecate."""
+    middleware = DeprecationMiddleware(lambda scope, receive, send: None, specs=[load_spec(API_SPEC), load_spec(ROOT_SPEC)])
     declared = {op["operationId"] for spec in (load_spec(API_SPEC), load_spec(ROOT_SPEC))
                 for item in spec["paths"].values() for m, op in item.items() if m in HTTP_METHODS and op.get("deprecated")}
     assert set(middleware.headers) == declared

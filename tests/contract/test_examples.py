@@ -25,7 +25,7 @@ import pytest
 from openapi_schema_validator import OAS30ReadValidator, OAS30Validator, OAS30WriteValidator, oas30_format_checker
 from starlette.testclient import TestClient
 
-from handlers.app import API_SPEC, ROOT_SPEC, load_spec
+from server.app import API_SPEC, ROOT_SPEC, load_spec
 from tests import factories
 from tests.contract import spec_tools
 from tests.contract.spec_tools import deref, operations

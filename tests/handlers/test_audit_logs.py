@@ -17,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from handlers.app import API_SPEC, HTTP_METHODS, ROOT_SPEC, load_spec
-from handlers.cli import audit_verify
 from persistence.db import transaction
 from persistence.models import AuditEntry
+from server.app import API_SPEC, HTTP_METHODS, ROOT_SPEC, load_spec
+from server.cli import audit_verify
 from tests import factories
 from tests.handlers.test_tenant_integrations import RFC3339_UTC, assert_error, assert_forbidden
 

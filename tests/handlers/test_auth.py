@@ -16,7 +16,7 @@ from sqlmodel import select
 
 from persistence.db import transaction
 from persistence.models import AuditEntry, RefreshToken, Tenant, User
-from handlers.app import load_spec
+from server.app import load_spec
 from tests import factories
 from tests.assertions import ANY
 from tests.assertions import assert_envelope as assert_error

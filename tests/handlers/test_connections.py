@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from handlers import runtime
 from persistence.db import transaction
 from persistence.models import Connection
+from server import runtime
 from tests import factories
 from tests.handlers.test_tenant_integrations import (
     RFC3339_UTC,

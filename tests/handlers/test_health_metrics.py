@@ -1,5 +1,5 @@
 """Operations of tag `health` (/health, /health/integrations, /metrics at the root path), and the
-one structured log line per request (logger `hub.request`, handlers/observability.py)."""
+one structured log line per request (logger `hub.request`, server/observability.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from handlers import runtime
-from handlers.observability import REQUEST_FIELDS, JsonFormatter
+from server import runtime
+from server.observability import REQUEST_FIELDS, JsonFormatter
 from tests import factories
 from tests.handlers.test_tenant_integrations import RFC3339_UTC, assert_error, assert_forbidden, item_url
 

@@ -20,10 +20,10 @@ import pytest
 from sqlmodel import select
 
 from connectors import connection_flows
-from handlers import runtime
 from persistence import connections
 from persistence.db import transaction
 from persistence.models import AuditEntry, Connection, Integration, OAuthState, as_utc
+from server import runtime
 from tests import factories
 from tests.handlers.test_providers import assert_error
 

@@ -14,9 +14,9 @@ import pytest
 from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
 from sqlmodel import select
 
-from handlers.app import load_spec
 from persistence.db import transaction
 from persistence.models import AuditEntry, Provider
+from server.app import load_spec
 from tests import factories
 from tests.assertions import assert_error
 

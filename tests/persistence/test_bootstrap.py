@@ -8,11 +8,11 @@ from connexion.json_schema import Draft4RequestValidator
 from jsonschema import Draft4Validator
 from sqlmodel import select
 
-from handlers.app import load_spec
 from persistence import bootstrap, providers
 from persistence.db import transaction
 from persistence.errors import InvalidInput
 from persistence.models import Provider, User
+from server.app import load_spec
 from tests import conftest, factories
 
 COLUMN_TO_FIELD = {column: field for field, column in providers.DOCUMENT_FIELDS.items()}

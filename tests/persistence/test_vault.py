@@ -1,4 +1,4 @@
-"""persistence.vault: AES-256-GCM sealing bound to the owning row, and key rotation (handlers.cli.rotate_keys).
+"""persistence.vault: AES-256-GCM sealing bound to the owning row, and key rotation (server.cli.rotate_keys).
 
 The session's app seals with the keyring installed at start-up; every test that installs
 another keyring puts the original back, and rotation is undone (re-sealed under the original
@@ -14,10 +14,10 @@ import pytest
 from sqlmodel import select
 
 from connectors.connection_flows import UNREADABLE
-from handlers.cli import rotate_keys
 from persistence import connections, providers, vault
 from persistence.db import transaction
 from persistence.models import Connection, OAuthState, Provider
+from server.cli import rotate_keys
 from tests import factories
 from tests.handlers.test_oauth_flow import authorize, callback, returned
 

@@ -1,4 +1,4 @@
-"""handlers/connexion_patches.py and the spec cache of handlers.app.load_spec.
+"""server/connexion_patches.py and the spec cache of server.app.load_spec.
 
 The first test fails when an upgrade of Connexion changes a function the patches replace or
 rely on: re-read the new source, check the patch still holds, then update the pinned digest.
@@ -15,8 +15,8 @@ from connexion import security as connexion_security
 from connexion.decorators import parameter as connexion_parameter
 from connexion.spec import Specification
 
-from handlers import app as app_module
-from handlers import connexion_patches
+from server import app as app_module
+from server import connexion_patches
 
 # sha256 of the source of each function named in connexion_patches.PATCHED, for Connexion 3.3.0.
 PINNED = {
@@ -42,7 +42,7 @@ def test_the_patched_connexion_internals_are_the_ones_the_patches_were_written_f
     found = {name: _digest(get()) for name, get in connexion_patches.PATCHED.items()}
     changed = {name: digest for name, digest in found.items() if PINNED.get(name) != digest}
     assert not changed, (
-        f"Connexion changed what handlers/connexion_patches.py patches or relies on: {sorted(changed)}. "
+        f"Connexion changed what server/connexion_patches.py patches or relies on: {sorted(changed)}. "
         "Re-check each patch against the new source, then pin the new digests: " + json.dumps(found, indent=1))
 
 

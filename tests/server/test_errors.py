@@ -1,5 +1,5 @@
 """Cross-cutting behaviour of every operation: request ids, the error envelope, body and query
-limits, routing errors and CORS (handlers/errors.py, handlers/middleware.py, handlers/app.py)."""
+limits, routing errors and CORS (server/errors.py, server/request_log.py, server/app.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Idempotency-Key on the POSTs that declare it (handlers/idempotency.py, persistence/idempotency.py).
+"""Idempotency-Key on the POSTs that declare it (server/idempotency.py, persistence/idempotency.py).
 
 A retry with the same key and body replays the first answer (`Idempotent-Replayed: true`) and
 creates nothing; the same key with another body answers 422; a retry while the first request

@@ -1,4 +1,4 @@
-"""Rate limits (handlers/ratelimit.py): per plan, per endpoint class, and the login/register throttles.
+"""Rate limits (server/ratelimit.py): per plan, per endpoint class, and the login/register throttles.
 
 conftest scales every limit up (HUB_RATE_LIMIT_SCALE=1000) so that ordinary tests never meet
 one. The tests here whose subject is a limit put the scale back to 1 for their own duration,
@@ -22,9 +22,9 @@ import pytest
 from limits import RateLimitItemPerMinute
 from starlette.testclient import TestClient
 
-from handlers import ratelimit, runtime
-from handlers.app import API_SPEC, HTTP_METHODS, ROOT_SPEC, load_spec
-from handlers.errors import ApiError
+from server import ratelimit, runtime
+from server.app import API_SPEC, HTTP_METHODS, ROOT_SPEC, load_spec
+from server.errors import ApiError
 from tests import factories
 from tests.handlers.test_tenant_integrations import assert_error
 

@@ -1,4 +1,4 @@
-"""The compiled (jsonschema_rs) fast path of body validation (handlers/validation.py).
+"""The compiled (jsonschema_rs) fast path of body validation (server/validation.py).
 
 What must hold: the compiled validator never accepts what Connexion's jsonschema validation
 refuses (and, on the spec's own schemas, gives the very same verdict); a refused instance still
@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft4Validator
 
-from handlers import validation
-from handlers.app import API_SPEC
-from handlers.errors import ApiError
-from handlers.validation import (
+from server import validation
+from server.app import API_SPEC
+from server.errors import ApiError
+from server.validation import (
     CompiledJSONResponseBodyValidator,
     StrictJSONRequestBodyValidator,
     compiled_validator,
