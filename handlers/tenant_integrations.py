@@ -6,7 +6,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from handlers import views
-from persistence import audit, integrations, providers, tenants
+from persistence import audit, events, integrations, providers, tenants
 from persistence.db import transaction
 from server.security import Caller
 
@@ -40,9 +40,11 @@ def create_tenant_integration(body: dict, token_info: dict) -> tuple[dict, int, 
         tenant = tenants.get(session, tenant_id=caller.tenant_id)
         row = integrations.create(session, tenant=tenant, provider=provider, fields=_columns(body),
                                   enabled_by=caller.user_id)
-        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.create",
-                     resource_type="integration", resource_id=row.integration.id, changes=body)
-        return views.integration(row), 201, {"Location": f"{BASE}/{row.integration.id}"}
+        view = views.integration(row)
+        events.record_change(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.create",
+                             resource_type="integration", resource_id=row.integration.id, changes=body,
+                             event_type="integration.created", data=view)
+        return view, 201, {"Location": f"{BASE}/{row.integration.id}"}
 
 
 def get_tenant_integration(id: str, token_info: dict) -> dict:

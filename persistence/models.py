@@ -311,3 +311,28 @@ class IdempotencyRecord(Table, table=True):
     response_body: Optional[str] = None
     response_headers: Optional[dict] = Field(default=None, sa_type=sa.JSON)
     created_at: datetime = _ts(index=True)
+
+
+class Event(Table, table=True):
+    """One change that mattered to a tenant, as its systems learn of it (webhooks, realtime, `GET /events`).
+
+    Written by `persistence.events.record_change` in the transaction of the change and of its
+    audit entry. `id` is `evt_` + a ULID (sortable, public); `seq` orders the log: the audit
+    chain's head row is locked before the event is inserted, so one tenant's events take their
+    `seq` in commit order and a reader walking `seq` upwards never skips one that commits late.
+    `data` is the resource's API view (never a secret); `actor` who caused it
+    (`{"type": "user"|"api_token"|"system", "id": ..., "role": ...}`).
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (sa.Index("ix_events_tenant_seq", "tenant_id", "seq"),)
+
+    seq: Optional[int] = Field(default=None, sa_type=sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                               primary_key=True, sa_column_kwargs={"autoincrement": True})
+    id: str = Field(max_length=40, unique=True)
+    tenant_id: uuid.UUID = Field()
+    type: str = Field(max_length=60)
+    occurred_at: datetime = _ts(index=True)
+    data: dict = _json(dict)
+    request_id: Optional[str] = Field(default=None, max_length=100)
+    actor: dict = _json(dict)
