@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,31 @@ class Account:
     @property
     def tenant_id(self) -> str | None:
         return self.user["tenantId"]
+
+
+class RenewingAccount(Account):
+    """An account kept for a whole test session: it signs in again when its access token is
+    within a minute of expiring, so session-scoped fixtures outlive the 15-minute token."""
+
+    client: Any
+    expires_at: float
+
+    @classmethod
+    def sign_in(cls, client, email: str, password: str) -> "RenewingAccount":
+        account = cls.__new__(cls)
+        account.client, account.email, account.password = client, email, password
+        account._renew()
+        return account
+
+    def _renew(self) -> None:
+        fresh = login(self.client, self.email, self.password)
+        self.__dict__.update(access_token=fresh.access_token, refresh_token=fresh.refresh_token, user=fresh.user,
+                             tokens=fresh.tokens, expires_at=time.monotonic() + fresh.tokens["expiresIn"] - 60)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("access_token", "headers") and time.monotonic() > object.__getattribute__(self, "expires_at"):
+            object.__getattribute__(self, "_renew")()
+        return object.__getattribute__(self, name)
 
 
 def _account(email: str, password: str, body: dict) -> Account:
