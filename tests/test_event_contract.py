@@ -5,6 +5,7 @@ test emitted, except the ones emitted by the webhooks work until its merge."""
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 from tests import event_contract
 from tests.event_contract import EMITTED_ELSEWHERE_UNTIL_MERGE, declared_schemas, problems
@@ -49,8 +50,9 @@ def test_types_emitted_by_the_webhooks_work_are_excused_until_the_merge():
     assert problems(events, declared_schemas(), full_run=True) == []
 
 
-def test_this_run_is_partial(request):
-    # Run alone (or with -k), this module is a partial run: "never emitted" is not enforced.
-    assert event_contract.is_full_run(request.session, deselected=0) is (
-        len({item.path for item in request.session.items}) >= len(list(event_contract.TESTS.rglob("test_*.py")))
-        and not request.config.getoption("keyword"))
+def test_only_a_run_of_every_test_file_without_selection_is_full(request):
+    every_file = [SimpleNamespace(path=path) for path in event_contract.TESTS.rglob("test_*.py")]
+    unselected = not (request.config.getoption("keyword") or request.config.getoption("markexpr"))
+    assert event_contract.is_full_run(SimpleNamespace(config=request.config, items=every_file), 0) is unselected
+    assert event_contract.is_full_run(SimpleNamespace(config=request.config, items=every_file), 1) is False
+    assert event_contract.is_full_run(SimpleNamespace(config=request.config, items=every_file[1:]), 0) is False

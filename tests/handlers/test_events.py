@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import timedelta
 
 import httpx
 import pytest
 from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
 from sqlmodel import select
 
+from persistence import connections
 from persistence import events as event_log
 from persistence.audit import Actor
 from persistence.db import transaction
-from persistence.models import AuditEntry, Event, utcnow
+from persistence.models import AuditEntry, Event
 from server.app import API_SPEC, load_spec
 from tests import factories
 from tests.assertions import assert_error
@@ -167,13 +167,11 @@ class TestConnectionEvents:
         assert event["data"] == get(client, tenant_admin, path)
         assert (event["data"]["status"], event["data"]["authType"]) == ("active", "oauth2")
 
-    def test_refused_refresh_emits_expired_by_the_hub(self, client, tenant_admin, sandbox, sandbox_integration,
-                                                        short_lived_tokens):
+    @pytest.mark.usefixtures("short_lived_tokens")
+    def test_refused_refresh_emits_expired_by_the_hub(self, client, tenant_admin, sandbox, sandbox_integration):
         connect(client, tenant_admin, sandbox_integration)
         path = f"/tenant/integrations/{sandbox_integration['id']}/connection"
         with transaction() as session:
-            from persistence import connections
-
             row = connections.get(session, tenant_id=uuid.UUID(tenant_admin.tenant_id),
                                   integration_id=uuid.UUID(sandbox_integration["id"]))
             refresh_token = connections.credentials(row)["refreshToken"]
@@ -376,7 +374,7 @@ class TestListEvents:
         tenant_id, total = uuid.UUID(tenant_admin.tenant_id), 60
         actor = Actor(uuid.UUID(tenant_admin.user_id), "tenant_admin", tenant_id)
         view = get(client, tenant_admin, f"/tenant/users/{tenant_admin.user_id}")
-        errors: list[BaseException] = []
+        errors: list[Exception] = []
 
         def write() -> None:
             try:
@@ -385,7 +383,7 @@ class TestListEvents:
                         event_log.record_change(session, tenant_id=tenant_id, actor=actor, action="user.update",
                                                 resource_type="user", resource_id=tenant_admin.user_id,
                                                 event_type="user.updated", data=view)
-            except BaseException as exc:  # reported by the reader below
+            except Exception as exc:  # noqa: BLE001 - reported by the reader below
                 errors.append(exc)
 
         writer = threading.Thread(target=write)
