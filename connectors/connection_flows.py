@@ -13,13 +13,13 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 
 from connectors import oauth_client
 from connectors.outbound import OutboundPolicy
 from connectors.probe import ProbeResult, probe
-from persistence import audit, connections, integrations, oauth_states, providers, vault
+from persistence import audit, connections, events, integrations, oauth_states, providers, vault
 from persistence.db import transaction
 from persistence.errors import DomainError, InvalidInput
 from persistence.models import Connection, Integration, Provider, as_utc
@@ -45,11 +45,17 @@ class ConnectionFailed(DomainError):
 
 @dataclass(frozen=True)
 class FlowContext:
-    """What a flow needs from the hub: outbound policy, redirect URI, allowed return origins."""
+    """What a flow needs from the hub: outbound policy, redirect URI, allowed return origins.
+
+    `present_connection` shapes a connection as the API returns it (the handlers' view): the
+    flows record each change with its event, whose `data` is that view, and connectors cannot
+    import handlers, so the caller hands the view in.
+    """
 
     policy: OutboundPolicy
     redirect_uri: str
     allowed_origins: tuple[str, ...]
+    present_connection: Callable[[Connection], dict[str, Any]]
 
 
 def check_return_url(url: str, allowed_origins: tuple[str, ...]) -> str:
@@ -112,9 +118,10 @@ def connect_static(ctx: FlowContext, *, actor: audit.Actor, integration_id: uuid
         integration = integrations.get(session, tenant_id=actor.tenant_id, integration_id=integration_id)
         row = connections.store(session, integration=integration, user_id=None, auth_type=auth_type,
                                 credentials=credentials, display_name=display_name)
-        audit.record(session, tenant_id=actor.tenant_id, actor=actor, action=f"connection.connect_{auth_type}",
-                     resource_type="connection", resource_id=row.id,
-                     changes={"integrationId": str(integration_id), "displayName": display_name})
+        events.record_change(session, tenant_id=actor.tenant_id, actor=actor, action=f"connection.connect_{auth_type}",
+                             resource_type="connection", resource_id=row.id, event_type="connection.connected",
+                             data=ctx.present_connection(row),
+                             changes={"integrationId": str(integration_id), "displayName": display_name})
     return row
 
 
@@ -166,9 +173,10 @@ def replace_credentials(ctx: FlowContext, *, actor: audit.Actor, integration_id:
         row = connections.store(session, integration=integration, user_id=None, auth_type=auth_type,
                                 credentials=credentials, expires_at=expires_at,
                                 scopes=existing.scopes if existing else None)
-        audit.record(session, tenant_id=actor.tenant_id, actor=actor, action="connection.credentials_update",
-                     resource_type="connection", resource_id=row.id,
-                     changes={"credentialType": auth_type, "credentials": credentials})
+        events.record_change(session, tenant_id=actor.tenant_id, actor=actor, action="connection.credentials_update",
+                             resource_type="connection", resource_id=row.id, event_type="connection.credentials_updated",
+                             data=ctx.present_connection(row),
+                             changes={"credentialType": auth_type, "credentials": credentials})
     return row
 
 
@@ -230,10 +238,11 @@ def complete_oauth(ctx: FlowContext, *, state: str, code: str | None, error: str
         else:
             row = connections.record_failed_authorization(session, integration=integration, user_id=user_id,
                                                           error=failure[1])
-        audit.record(session, tenant_id=pending.tenant_id, actor=who, action="connection.oauth_callback",
-                     resource_type="connection", resource_id=row.id,
-                     outcome="success" if tokens else "failure",
-                     changes={"integrationId": str(integration.id), "error": failure[0] if failure else None})
+        events.record_change(session, tenant_id=pending.tenant_id, actor=who, action="connection.oauth_callback",
+                             resource_type="connection", resource_id=row.id, outcome="success" if tokens else "failure",
+                             event_type="connection.connected" if tokens else "connection.failed",
+                             data=ctx.present_connection(row),
+                             changes={"integrationId": str(integration.id), "error": failure[0] if failure else None})
     outcome = {"status": "connected"} if tokens else {"status": "error", "error": failure[0]}
     return _with_query(pending.return_url, {**outcome, "integrationId": str(integration.id)})
 
@@ -264,9 +273,10 @@ def test_connection(ctx: FlowContext, *, actor: audit.Actor, integration_id: uui
             connections.mark(session, connection=row, status="error", error=result.error)
         elif result.success and row.status == "error":
             connections.mark(session, connection=row, status="active", error=None)
-        audit.record(session, tenant_id=actor.tenant_id, actor=actor, action="connection.test",
-                     resource_type="connection", resource_id=connection_id,
-                     outcome="success" if result.success else "failure", changes={"error": result.error})
+        events.record_change(session, tenant_id=actor.tenant_id, actor=actor, action="connection.test",
+                             resource_type="connection", resource_id=connection_id, event_type="connection.tested",
+                             data=ctx.present_connection(row), outcome="success" if result.success else "failure",
+                             changes={"error": result.error})
     return result
 
 
@@ -320,15 +330,14 @@ def _fresh_credentials(ctx: FlowContext, *, tenant_id: uuid.UUID, integration_id
             if not current.get("refreshToken"):
                 connections.mark(session, connection=row, status="expired",
                                  error="The access token expired and there is no refresh token; authorize again")
+                _record_expiry(ctx, session, row, "no_refresh_token")
                 return {}, row.validation_error
             try:
                 tokens = oauth_client.refresh(oauth_app(provider), ctx.policy, refresh_token=current["refreshToken"])
             except oauth_client.GrantRejected as exc:
                 reason = f"The provider refused the refresh token ({exc.error}); authorize the connection again"
                 connections.mark(session, connection=row, status="expired", error=reason)
-                audit.record(session, tenant_id=tenant_id, actor=audit.Actor(None, None, tenant_id),
-                             action="connection.refresh", resource_type="connection", resource_id=row.id,
-                             outcome="failure", changes={"error": exc.error})
+                _record_expiry(ctx, session, row, exc.error)
                 return {}, reason
             except oauth_client.ProviderUnreachable as exc:
                 return current, None if not _expired(row) else f"Token refresh failed: {exc}"
@@ -337,6 +346,15 @@ def _fresh_credentials(ctx: FlowContext, *, tenant_id: uuid.UUID, integration_id
             audit.record(session, tenant_id=tenant_id, actor=audit.Actor(None, None, tenant_id),
                          action="connection.refresh", resource_type="connection", resource_id=row.id)
             return tokens.as_credentials(), None
+
+
+def _record_expiry(ctx: FlowContext, session, row: Connection, error: str) -> None:
+    # The hub itself (no request caller) found the grant dead: `connection.expired` tells the
+    # tenant to authorize again without polling.
+    events.record_change(session, tenant_id=row.tenant_id, actor=audit.Actor(None, None, row.tenant_id),
+                         action="connection.refresh", resource_type="connection", resource_id=row.id,
+                         outcome="failure", event_type="connection.expired", data=ctx.present_connection(row),
+                         changes={"error": error})
 
 
 def oauth_app(provider: Provider) -> oauth_client.OAuthApp:

@@ -6,7 +6,7 @@ from datetime import datetime
 from uuid import UUID
 
 from handlers import views
-from persistence import api_tokens, audit
+from persistence import api_tokens, events
 from persistence.db import transaction
 from persistence.models import as_utc, utcnow
 from server.errors import ApiError
@@ -35,10 +35,11 @@ def create_api_token(body: dict, token_info: dict) -> tuple[dict, int, dict]:
     with transaction() as session:
         row, secret = api_tokens.create(session, tenant_id=caller.tenant_id, created_by=caller.user_id,
                                         name=body["name"], scopes=body["scopes"], expires_at=expires_at)
-        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="api_token.create",
-                     resource_type="api_token", resource_id=row.id,
-                     changes={"name": row.name, "scopes": row.scopes, "prefix": row.prefix})
-        return {**views.api_token(row), "token": secret}, 201, {"Location": f"{BASE}/{row.id}"}
+        view = views.api_token(row)
+        events.record_change(session, tenant_id=caller.tenant_id, actor=caller.actor, action="api_token.create",
+                             resource_type="api_token", resource_id=row.id, event_type="api_token.created", data=view,
+                             changes={"name": row.name, "scopes": row.scopes, "prefix": row.prefix})
+        return {**view, "token": secret}, 201, {"Location": f"{BASE}/{row.id}"}
 
 
 def revoke_api_token(tokenId: str, token_info: dict) -> tuple[None, int]:
@@ -46,8 +47,9 @@ def revoke_api_token(tokenId: str, token_info: dict) -> tuple[None, int]:
     caller = Caller.from_token(token_info)
     with transaction() as session:
         row = api_tokens.revoke(session, tenant_id=caller.tenant_id, token_id=UUID(tokenId))
-        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="api_token.revoke",
-                     resource_type="api_token", resource_id=row.id)
+        events.record_change(session, tenant_id=caller.tenant_id, actor=caller.actor, action="api_token.revoke",
+                             resource_type="api_token", resource_id=row.id, event_type="api_token.revoked",
+                             data=views.api_token(row))
     return None, 204
 
 

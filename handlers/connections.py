@@ -7,7 +7,7 @@ from uuid import UUID
 
 from connectors import connection_flows as flows
 from handlers import views
-from persistence import audit, connections
+from persistence import connections, events
 from persistence.db import transaction
 from server import ratelimit, runtime
 from server.security import Caller
@@ -16,7 +16,7 @@ from server.security import Caller
 def start_oauth_connection(id: str, body: dict, token_info: dict) -> dict:
     """Start the authorization code flow (PKCE S256) for the tenant connection."""
     caller = Caller.from_token(token_info)
-    url, state = flows.start_oauth(runtime.get().flows(), actor=caller.actor, integration_id=UUID(id),
+    url, state = flows.start_oauth(_flows(), actor=caller.actor, integration_id=UUID(id),
                                    return_url=body["returnUrl"], user_scoped=False)
     return {"authorizationUrl": url, "state": state}
 
@@ -51,7 +51,7 @@ def test_connection(id: str, token_info: dict) -> dict:
     # Protects the provider, not the hub: not scaled by HUB_RATE_LIMIT_SCALE.
     ratelimit.enforce(f"{settings.connection_tests_per_minute}/minute", "connection-test", str(caller.tenant_id), id,
                       scaled=False)
-    result = flows.test_connection(runtime.get().flows(), actor=caller.actor, integration_id=UUID(id))
+    result = flows.test_connection(_flows(), actor=caller.actor, integration_id=UUID(id))
     shaped = views.check_result(result)
     if result.body:
         shaped["details"] = dict(list(result.body.items())[:50])
@@ -63,8 +63,9 @@ def disconnect(id: str, token_info: dict) -> dict:
     caller = Caller.from_token(token_info)
     with transaction() as session:
         row = connections.disconnect(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
-        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="connection.disconnect",
-                     resource_type="connection", resource_id=row.id)
+        events.record_change(session, tenant_id=caller.tenant_id, actor=caller.actor, action="connection.disconnect",
+                             resource_type="connection", resource_id=row.id, event_type="connection.disconnected",
+                             data=views.connection(row))
         return {"success": True, "disconnectedAt": views.timestamp(row.disconnected_at)}
 
 
@@ -73,7 +74,7 @@ def update_credentials(id: str, body: dict, token_info: dict) -> dict:
     caller = Caller.from_token(token_info)
     kind = {"oauth": "oauth2"}.get(body["credentialType"], body["credentialType"])
     credentials = flows.normalize_credentials(kind, body["credentials"])
-    row = flows.replace_credentials(runtime.get().flows(), actor=caller.actor, integration_id=UUID(id),
+    row = flows.replace_credentials(_flows(), actor=caller.actor, integration_id=UUID(id),
                                     auth_type=kind, credentials=credentials)
     return {"success": True, "credentialSecretName": connections.secret_name(row),
             "updatedAt": views.timestamp(row.updated_at)}
@@ -81,6 +82,11 @@ def update_credentials(id: str, body: dict, token_info: dict) -> dict:
 
 def _connect(id: str, token_info: dict, auth_type: str, credentials: dict, display_name: str | None) -> dict:
     caller = Caller.from_token(token_info)
-    row = flows.connect_static(runtime.get().flows(), actor=caller.actor, integration_id=UUID(id),
+    row = flows.connect_static(_flows(), actor=caller.actor, integration_id=UUID(id),
                                auth_type=auth_type, credentials=credentials, display_name=display_name)
     return views.connected(row)
+
+
+def _flows() -> flows.FlowContext:
+    # Connection events carry the connection as GET .../connection shows it.
+    return runtime.get().flows(present_connection=views.connection)

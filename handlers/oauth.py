@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from connectors import connection_flows as flows
+from handlers import views
 from server import runtime
 from server.security import request_actor
 
@@ -11,6 +12,11 @@ def oauth_callback(state: str, code: str | None = None, error: str | None = None
                    error_description: str | None = None, error_uri: str | None = None,
                    scope: str | None = None, iss: str | None = None) -> tuple[None, int, dict]:
     """Complete the authorization code flow and redirect (302) to the flow's returnUrl."""
-    location = flows.complete_oauth(runtime.get().flows(), state=state, code=code, error=error,
+    location = flows.complete_oauth(_flows(), state=state, code=code, error=error,
                                     error_description=error_description, actor=request_actor())
     return None, 302, {"Location": location, "Cache-Control": "no-store"}
+
+
+def _flows() -> flows.FlowContext:
+    # Connection events carry the connection as GET .../connection shows it.
+    return runtime.get().flows(present_connection=views.connection)

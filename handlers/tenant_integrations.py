@@ -6,7 +6,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from handlers import views
-from persistence import audit, events, integrations, providers, tenants
+from persistence import events, integrations, providers, tenants
 from persistence.db import transaction
 from server.security import Caller
 
@@ -19,6 +19,11 @@ FIELDS = {"name": "name", "description": "description", "icon": "icon", "setting
 
 def _columns(body: dict) -> dict:
     return {FIELDS[key]: value for key, value in body.items() if key in FIELDS}
+
+
+def _view(session, caller: Caller, id: str) -> dict:
+    # The event's data: the integration as GET /tenant/integrations/{id} answers it now.
+    return views.integration(integrations.get_row(session, tenant_id=caller.tenant_id, integration_id=UUID(id)))
 
 
 def list_tenant_integrations(token_info: dict, limit: int = 50, offset: int = 0, status: str | None = None,
@@ -59,18 +64,21 @@ def update_tenant_integration(id: str, body: dict, token_info: dict) -> dict:
     caller = Caller.from_token(token_info)
     with transaction() as session:
         integrations.update(session, tenant_id=caller.tenant_id, integration_id=UUID(id), fields=_columns(body))
-        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.update",
-                     resource_type="integration", resource_id=id, changes=body)
-        return views.integration(integrations.get_row(session, tenant_id=caller.tenant_id, integration_id=UUID(id)))
+        view = _view(session, caller, id)
+        events.record_change(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.update",
+                             resource_type="integration", resource_id=id, changes=body,
+                             event_type="integration.updated", data=view)
+        return view
 
 
 def delete_tenant_integration(id: str, token_info: dict) -> tuple[None, int]:
     """Remove an integration with its connections and their stored credentials."""
     caller = Caller.from_token(token_info)
     with transaction() as session:
+        view = _view(session, caller, id)
         integrations.delete(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
-        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.delete",
-                     resource_type="integration", resource_id=id)
+        events.record_change(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.delete",
+                             resource_type="integration", resource_id=id, event_type="integration.deleted", data=view)
     return None, 204
 
 
@@ -79,8 +87,9 @@ def activate_tenant_integration(id: str, token_info: dict) -> dict:
     caller = Caller.from_token(token_info)
     with transaction() as session:
         row = integrations.activate(session, tenant_id=caller.tenant_id, integration_id=UUID(id), by=caller.user_id)
-        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.activate",
-                     resource_type="integration", resource_id=id, changes={"status": row.status})
+        events.record_change(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.activate",
+                             resource_type="integration", resource_id=id, changes={"status": row.status},
+                             event_type="integration.activated", data=_view(session, caller, id))
         return {"id": str(row.id), "status": row.status, "enabledAt": views.timestamp(row.enabled_at),
                 "enabledBy": str(row.enabled_by)}
 
@@ -90,6 +99,7 @@ def deactivate_tenant_integration(id: str, token_info: dict) -> dict:
     caller = Caller.from_token(token_info)
     with transaction() as session:
         row = integrations.deactivate(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
-        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.deactivate",
-                     resource_type="integration", resource_id=id)
+        events.record_change(session, tenant_id=caller.tenant_id, actor=caller.actor, action="integration.deactivate",
+                             resource_type="integration", resource_id=id, event_type="integration.deactivated",
+                             data=_view(session, caller, id))
         return {"id": str(row.id), "status": row.status, "updatedAt": views.timestamp(row.updated_at)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from handlers import views
-from persistence import accounts, audit, tenants
+from persistence import accounts, audit, events, tenants
 from persistence.db import transaction
 from server.security import Caller
 
@@ -43,6 +43,9 @@ def update_tenant(tenantId: str, body: dict, token_info: dict) -> dict:
     caller = Caller.from_token(token_info)
     with transaction() as session:
         tenant = tenants.update(session, tenant_id=UUID(tenantId), changes=body)
-        audit.record(session, tenant_id=tenant.id, actor=caller.actor, action="tenant.update", resource_type="tenant",
-                     resource_id=tenant.id, changes=body)
-        return views.tenant(tenant)
+        view = views.tenant(tenant)
+        # The event belongs to the tenant changed (a super admin has no tenant of its own).
+        events.record_change(session, tenant_id=tenant.id, actor=caller.actor, action="tenant.update",
+                             resource_type="tenant", resource_id=tenant.id, changes=body, event_type="tenant.updated",
+                             data=view)
+        return view

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from connectors import connection_flows as flows
 from handlers import views
-from persistence import audit, connections, integrations
+from persistence import connections, events, integrations
 from persistence.db import transaction
 from server import runtime
 from server.security import Caller
@@ -16,7 +16,7 @@ from server.security import Caller
 def start_user_oauth_connection(id: str, body: dict, token_info: dict) -> dict:
     """Start the authorization code flow for the caller's own account."""
     caller = Caller.from_token(token_info)
-    url, state = flows.start_oauth(runtime.get().flows(), actor=caller.actor, integration_id=UUID(id),
+    url, state = flows.start_oauth(_flows(), actor=caller.actor, integration_id=UUID(id),
                                    return_url=body["returnUrl"], user_scoped=True)
     return {"authorizationUrl": url, "state": state}
 
@@ -40,6 +40,12 @@ def disconnect_user_connection(id: str, token_info: dict) -> dict:
         integrations.get(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
         row = connections.disconnect(session, tenant_id=caller.tenant_id, integration_id=UUID(id),
                                      user_id=caller.user_id)
-        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="connection.user_disconnect",
-                     resource_type="connection", resource_id=row.id)
+        events.record_change(session, tenant_id=caller.tenant_id, actor=caller.actor,
+                             action="connection.user_disconnect", resource_type="connection", resource_id=row.id,
+                             event_type="connection.disconnected", data=views.connection(row))
         return {"success": True, "disconnectedAt": views.timestamp(row.disconnected_at)}
+
+
+def _flows() -> flows.FlowContext:
+    # Connection events carry the connection as GET .../connection shows it.
+    return runtime.get().flows(present_connection=views.connection)

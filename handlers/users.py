@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from handlers import views
-from persistence import audit, users
+from persistence import events, users
 from persistence.db import transaction
 from server.security import Caller
 
@@ -29,9 +29,11 @@ def create_user(body: dict, token_info: dict) -> tuple[dict, int, dict]:
     with transaction() as session:
         user = users.create(session, tenant_id=caller.tenant_id, email=body["email"], name=body["name"],
                             role=body["role"], password=body["password"])
-        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="user.create",
-                     resource_type="user", resource_id=user.id, changes=body)
-        return views.user(user), 201, {"Location": f"{BASE}/{user.id}"}
+        view = views.user(user)
+        events.record_change(session, tenant_id=caller.tenant_id, actor=caller.actor, action="user.create",
+                             resource_type="user", resource_id=user.id, changes=body, event_type="user.created",
+                             data=view)
+        return view, 201, {"Location": f"{BASE}/{user.id}"}
 
 
 def get_user(userId: str, token_info: dict) -> dict:
@@ -46,9 +48,11 @@ def update_user(userId: str, body: dict, token_info: dict) -> dict:
     caller = Caller.from_token(token_info)
     with transaction() as session:
         user = users.update(session, tenant_id=caller.tenant_id, user_id=UUID(userId), changes=body)
-        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="user.update",
-                     resource_type="user", resource_id=user.id, changes=body)
-        return views.user(user)
+        view = views.user(user)
+        events.record_change(session, tenant_id=caller.tenant_id, actor=caller.actor, action="user.update",
+                             resource_type="user", resource_id=user.id, changes=body, event_type="user.updated",
+                             data=view)
+        return view
 
 
 def delete_user(userId: str, token_info: dict) -> tuple[None, int]:
@@ -56,6 +60,8 @@ def delete_user(userId: str, token_info: dict) -> tuple[None, int]:
     caller = Caller.from_token(token_info)
     with transaction() as session:
         user = users.delete(session, tenant_id=caller.tenant_id, user_id=UUID(userId))
-        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="user.delete",
-                     resource_type="user", resource_id=user.id)
+        # The deleted row keeps its loaded values: the view as GET answered it before the deletion.
+        events.record_change(session, tenant_id=caller.tenant_id, actor=caller.actor, action="user.delete",
+                             resource_type="user", resource_id=user.id, event_type="user.deleted",
+                             data=views.user(user))
     return None, 204

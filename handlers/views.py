@@ -8,7 +8,7 @@ from typing import Any, Callable
 from connectors.probe import ProbeResult
 from persistence import connections, providers
 from persistence.integrations import IntegrationRow
-from persistence.models import ApiToken, AuditEntry, Connection, Provider, Tenant, User, as_utc
+from persistence.models import ApiToken, AuditEntry, Connection, Event, Provider, Tenant, User, as_utc
 from persistence.pages import Page
 
 
@@ -180,6 +180,19 @@ def audit_entry(row: AuditEntry) -> dict:
         "seq": row.seq,
         "hash": row.hash,
         "prevHash": row.prev_hash,
+    }
+
+
+def event(row: Event) -> dict:
+    """Event: the envelope of one change (its `data` is the resource's view, stored as emitted)."""
+    return {
+        "id": row.id,
+        "type": row.type,
+        "occurredAt": timestamp(row.occurred_at),
+        "tenantId": str(row.tenant_id),
+        "data": row.data,
+        "requestId": row.request_id,
+        "actor": row.actor,
     }
 
 

@@ -9,19 +9,25 @@ rows of the event (webhook deliveries) are written by the same call.
 Ordering: `audit.record` locks the tenant's audit chain head before the event row is inserted,
 so one tenant's events get their `seq` in commit order; `after(...)` readers walking `seq`
 upwards never miss an event that commits late nor see one twice.
+
+Retention: `prune` deletes events older than a cut-off in bounded batches (the worker calls
+it periodically; `integration-hub events prune` runs it by hand).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
 from ulid import ULID
 
 from persistence import audit, webhooks
 from persistence.audit import Actor
-from persistence.errors import NotFound
+from persistence.errors import InvalidInput, NotFound
 from persistence.models import Event, utcnow
 
 EVENT_ID_PREFIX = "evt_"
@@ -50,15 +56,17 @@ def record_change(
     event_type: str,
     data: dict[str, Any],
     changes: dict[str, Any] | None = None,
+    outcome: str = "success",
 ) -> Event:
     """Write the audit entry and the event of one change (and the event's outbox rows); return the event.
 
     `action` is the audit action (`integration.create`), `event_type` the event type declared in
     the contract (`integration.created`), `data` the resource's API view as the API returns it
-    (it must hold no secret: it goes to webhooks and browsers as is). Never commits.
+    (it must hold no secret: it goes to webhooks and browsers as is); `outcome` the audit
+    entry's (a refused authorization is still a change: the connection failed). Never commits.
     """
     audit.record(session, tenant_id=tenant_id, actor=actor, action=action, resource_type=resource_type,
-                 resource_id=resource_id, changes=changes)
+                 resource_id=resource_id, changes=changes, outcome=outcome)
     event = Event(id=new_event_id(), tenant_id=tenant_id, type=event_type, occurred_at=utcnow(), data=data,
                   request_id=actor.request_id, actor=actor_view(actor))
     session.add(event)
@@ -73,3 +81,39 @@ def get(session: Session, *, tenant_id: uuid.UUID, event_id: str) -> Event:
     if row is None:
         raise NotFound("event", event_id)
     return row
+
+
+def after(session: Session, *, tenant_id: uuid.UUID, cursor: str | None, types: Sequence[str] | None,
+          limit: int) -> list[Event]:
+    """Return up to `limit + 1` of the tenant's events oldest first, strictly after the event `cursor`.
+
+    `cursor` is an event id of this tenant (None: from the oldest kept event); `types` keeps only
+    those event types (None or empty: all). Keyset on `seq` (commit order per tenant, see the
+    module docstring), so a reader walking page after page never misses or repeats an event.
+    The extra row tells the caller whether more follow. Raises InvalidInput (field `after`) for
+    a cursor that is not an event of this tenant: unknown, another tenant's, or already pruned.
+    """
+    stmt = select(Event).where(Event.tenant_id == tenant_id)
+    if cursor is not None:
+        seq = session.exec(select(Event.seq).where(Event.tenant_id == tenant_id, Event.id == cursor)).first()
+        if seq is None:
+            raise InvalidInput(f"after: {cursor} is not an event of this tenant's log (unknown, or older than the "
+                               "retention period); start again without `after`", details={"field": "after"})
+        stmt = stmt.where(Event.seq > seq)
+    if types:
+        stmt = stmt.where(Event.type.in_(sorted(set(types))))
+    return list(session.exec(stmt.order_by(Event.seq).limit(limit + 1)).all())
+
+
+def prune(session: Session, *, older_than: datetime, batch: int = 1000) -> int:
+    """Delete up to `batch` events that occurred before `older_than` (oldest first); return how many.
+
+    Bounded so one call holds its locks briefly: call it again while it returns `batch`.
+    Never commits.
+    """
+    doomed = select(Event.seq).where(Event.occurred_at < older_than).order_by(Event.seq).limit(batch)
+    seqs = list(session.exec(doomed).all())
+    if not seqs:
+        return 0
+    session.exec(sa.delete(Event).where(Event.seq.in_(seqs)))
+    return len(seqs)

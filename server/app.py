@@ -145,6 +145,21 @@ def route_table(*served: tuple[str, dict[str, Any]]) -> list[tuple[re.Pattern, t
     return table
 
 
+def event_types(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the event types the contract declares, in its order: `{name, description, schema, example}`.
+
+    A type is declared by a schema of `components/schemas` carrying `x-event-type` (see
+    openapi/components/events.yaml); `schema` is that schema with its references resolved.
+    """
+    declared = []
+    for schema in spec.get("components", {}).get("schemas", {}).values():
+        if "x-event-type" in schema:
+            copy = json.loads(json.dumps(schema))  # Connexion may annotate the served spec's dicts
+            declared.append({"name": copy["x-event-type"], "description": copy.get("description", ""),
+                             "schema": copy, "example": copy["example"]})
+    return declared
+
+
 def role_scopes(spec: dict[str, Any]) -> dict[str, list[str]]:
     """Return the `x-role-scopes` of the bearer security scheme: role -> scopes granted."""
     return spec["components"]["securitySchemes"]["bearerAuth"]["x-role-scopes"]
@@ -187,6 +202,7 @@ def build_runtime(settings: Settings, api_spec: dict[str, Any], root_spec: dict[
         ),
         outbound=OutboundPolicy(allowlist=settings.outbound_allowed, timeout=settings.outbound_timeout_seconds),
         role_scopes=role_scopes(api_spec),
+        event_types=event_types(api_spec),
         operation_scopes={**operation_scopes(api_spec), **operation_scopes(root_spec)},
         rate_limits=ratelimit.from_spec(_merged_limits(api_spec, root_spec),
                                         storage_uri=settings.redis_url or "memory://",

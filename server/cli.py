@@ -87,6 +87,23 @@ def audit_verify(settings: Settings) -> int:
     return 1
 
 
+def events_prune(settings: Settings, *, batch: int = 1000) -> int:
+    """Delete the events older than `HUB_EVENT_RETENTION_DAYS`, one bounded batch per transaction; return how many."""
+    from datetime import timedelta
+
+    from persistence import db, events
+    from persistence.models import utcnow
+
+    db.configure(settings.database_url)
+    cutoff, deleted = utcnow() - timedelta(days=settings.event_retention_days), 0
+    while True:
+        with db.transaction() as session:
+            removed = events.prune(session, older_than=cutoff, batch=batch)
+        deleted += removed
+        if removed < batch:
+            return deleted
+
+
 def start_sandbox(settings: Settings):
     """Start the sandbox provider beside the hub (development), its redirect URI set to the hub's."""
     from connectors.sandbox import SandboxConfig, SandboxServer
@@ -133,7 +150,7 @@ def serve(settings: Settings, *, workers: int = 1, sandbox: bool = True) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `integration-hub` command line: serve, migrate, bootstrap, rotate-keys, audit, sandbox."""
+    """The `integration-hub` command line: serve, migrate, bootstrap, rotate-keys, audit, events, sandbox."""
     parser = argparse.ArgumentParser(prog="integration-hub", description="Integration Hub API")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="migrate, bootstrap and serve the API")
@@ -146,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("rotate-keys", help="re-encrypt every stored secret under the newest HUB_ENCRYPTION_KEYS key")
     audit_cmd = commands.add_parser("audit", help="audit log tools")
     audit_cmd.add_argument("action", choices=["verify"], help="verify: check the hash chains (exit 1 if tampered)")
+    events_cmd = commands.add_parser("events", help="event log tools")
+    events_cmd.add_argument("action", choices=["prune"],
+                            help="prune: delete events older than HUB_EVENT_RETENTION_DAYS (default 30)")
     commands.add_parser("sandbox", help="serve the sandbox provider alone (see --help)", add_help=False)
     return parser
 
@@ -182,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap(settings)
     elif args.command == "audit":
         return audit_verify(settings)
+    elif args.command == "events":
+        print(f"Pruned {events_prune(settings)} event(s) older than {settings.event_retention_days} days", flush=True)
     elif args.command == "rotate-keys":
         print(f"Re-encrypted {rotate_keys(settings)} secret(s) under the newest key", flush=True)
     else:

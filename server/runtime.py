@@ -4,7 +4,7 @@ and the authorization rules declared in the spec."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from connectors.connection_flows import FlowContext
 from connectors.outbound import OutboundPolicy
@@ -37,12 +37,15 @@ class Runtime:
         return ()
     role_scopes: dict[str, list[str]] = field(default_factory=dict)
     operation_scopes: dict[str, list[str] | None] = field(default_factory=dict)
+    # The event types the contract declares (`x-event-type` schemas): name, description, schema, example.
+    event_types: list[dict[str, Any]] = field(default_factory=list)
 
 
-    def flows(self) -> FlowContext:
-        """What the connection flows need: outbound policy, OAuth redirect URI, allowed origins."""
+    def flows(self, *, present_connection: Callable[[Any], dict[str, Any]]) -> FlowContext:
+        """What the connection flows need: outbound policy, OAuth redirect URI, allowed origins,
+        and the caller's view of a connection (the data of the events the flows record)."""
         return FlowContext(policy=self.outbound, redirect_uri=self.settings.oauth_redirect_uri,
-                           allowed_origins=tuple(self.settings.origins))
+                           allowed_origins=tuple(self.settings.origins), present_connection=present_connection)
 
 
 _current: Runtime | None = None

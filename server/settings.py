@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     sandbox_client_id: str = Field(default="hub-sandbox-client", alias="HUB_SANDBOX_CLIENT_ID")
     sandbox_client_secret: str = Field(default="hub-sandbox-secret", alias="HUB_SANDBOX_CLIENT_SECRET")
     connection_tests_per_minute: int = Field(default=10, alias="HUB_CONNECTION_TESTS_PER_MINUTE", ge=1)
+    # How long GET /events (and a consumer catching up) can reach back; older events are pruned.
+    event_retention_days: int = Field(default=30, alias="HUB_EVENT_RETENTION_DAYS", ge=1, le=3650)
     validate_responses: bool | None = Field(default=None, alias="HUB_VALIDATE_RESPONSES")
     swagger_ui: bool | None = Field(default=None, alias="HUB_SWAGGER_UI")
 

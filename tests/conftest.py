@@ -17,7 +17,7 @@ warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from tests import factories  # noqa: E402
+from tests import event_contract, factories  # noqa: E402
 
 ADMIN_EMAIL = "root@hub.test"
 ADMIN_PASSWORD = "root-password-for-tests"
@@ -30,6 +30,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"database: {config.getoption('--db')}"
+
+
+# The session's event contract check (tests/event_contract.py): the database it reads, set
+# when the app is built, and how many tests were deselected (a partial run).
+_event_check: dict = {"database_url": None, "deselected": 0}
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    _event_check["deselected"] += len(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    # Before the last test's teardown, while the session database still exists; raised after
+    # it, so the throwaway PostgreSQL is stopped either way.
+    found = event_contract.check(item.session, database_url=_event_check["database_url"],
+                                 deselected=_event_check["deselected"]) if nextitem is None else []
+    result = yield
+    if found:
+        raise event_contract.EventContractBroken(found)
+    return result
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +111,7 @@ def app(settings):
     migrate(settings)
     built = create_app(settings)
     bootstrap(settings)
+    _event_check["database_url"] = settings.database_url
     return built
 
 

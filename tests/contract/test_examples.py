@@ -314,6 +314,16 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
     def as_admin(**kw):
         return lambda: Replay(w.admin(), **kw)
 
+    def events_after():
+        # `after` must be an event of the caller's tenant: the first of two (the example's types
+        # filter keeps integration.created, so the second integration is what the page shows).
+        admin = w.admin()
+        w.integration(admin, "api_key")
+        w.integration(admin, "api_key")
+        first = w.client.get("/api/v1/events", params={"limit": 1}, headers=admin.headers)
+        assert first.status_code == 200, first.text
+        return Replay(admin, query={"after": first.json()["nextCursor"]})
+
     def with_integration(auth_type):
         def recipe():
             admin = w.admin()
@@ -379,6 +389,9 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         # audit logs
         "list_tenant_audit_logs": as_admin(),
         "list_audit_logs": lambda: Replay(sa),
+        # events
+        "list_events": events_after,
+        "list_event_types": as_admin(),
         # root: probes
         "get_health": lambda: Replay(),
         "get_integrations_health": as_admin(),

@@ -20,6 +20,7 @@ import pytest
 from sqlmodel import select
 
 from connectors import connection_flows
+from handlers import views
 from persistence import connections
 from persistence.db import transaction
 from persistence.models import AuditEntry, Connection, Integration, OAuthState, as_utc
@@ -572,7 +573,7 @@ class TestTokenRefresh:
         connect(client, tenant_admin, sandbox_integration)
         monkeypatch.setattr(sandbox.config, "access_token_ttl", 3600)  # the refreshed token is good for an hour
         tenant_id, integration_id = uuid.UUID(tenant_admin.tenant_id), uuid.UUID(sandbox_integration["id"])
-        context = runtime.get().flows()
+        context = runtime.get().flows(present_connection=views.connection)
         barrier = threading.Barrier(4)
         answers: list = []
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from sqlmodel import select
 
 from persistence import db
-from persistence.models import AuditEntry, Event
+from persistence import events as event_log
+from persistence.db import transaction
+from persistence.models import AuditEntry, Event, utcnow
+from tests.assertions import assert_error
 from tests.factories import create_provider, enable_integration
+from tests.handlers.test_events import EVENTS, events_of, make_events
 
 
 def test_a_change_writes_its_audit_entry_and_its_event_in_one_transaction(client, super_admin, tenant_admin):
@@ -24,3 +29,27 @@ def test_a_change_writes_its_audit_entry_and_its_event_in_one_transaction(client
     assert event.data == created
     assert event.request_id == entry.request_id
     assert event.actor == {"type": "user", "id": tenant_admin.user_id, "role": "tenant_admin"}
+
+
+
+def test_prune_deletes_only_events_past_the_retention_in_bounded_batches(client, tenant_admin, settings):
+    from server.cli import events_prune
+
+    ids = make_events(client, tenant_admin, 5)
+    old = utcnow() - timedelta(days=settings.event_retention_days, minutes=1)
+    with transaction() as session:
+        for event_id in ids[:3]:
+            row = session.exec(select(Event).where(Event.id == event_id)).one()
+            row.occurred_at = old
+            session.add(row)
+    with transaction() as session:
+        # Two of the three old ones (a bounded batch), nothing newer than the cut-off.
+        assert event_log.prune(session, older_than=utcnow() - timedelta(days=settings.event_retention_days),
+                               batch=2) == 2
+    assert events_prune(settings) == 1  # the CLI finishes the job
+
+    assert [event["id"] for event in events_of(client, tenant_admin)] == ids[3:]
+    response = client.get(EVENTS, params={"after": ids[0]}, headers=tenant_admin.headers)
+    assert_error(response, 400, "VALIDATION_ERROR", details={"field": "after"})
+    with transaction() as session:
+        assert event_log.prune(session, older_than=utcnow() - timedelta(days=settings.event_retention_days)) == 0
