@@ -321,11 +321,12 @@ class Event(Table, table=True):
     chain's head row is locked before the event is inserted, so one tenant's events take their
     `seq` in commit order and a reader walking `seq` upwards never skips one that commits late.
     `data` is the resource's API view (never a secret); `actor` who caused it
-    (`{"type": "user"|"api_token"|"system", "id": ..., "role": ...}`).
+    (`{"type": "user"|"system", "id": ..., "role": ...}`; an API token acts as its creator).
     """
 
     __tablename__ = "events"
-    __table_args__ = (sa.Index("ix_events_tenant_seq", "tenant_id", "seq"),)
+    # AUTOINCREMENT on SQLite: a pruned log never hands out a `seq` again (resume cursors stay valid).
+    __table_args__ = (sa.Index("ix_events_tenant_seq", "tenant_id", "seq"), {"sqlite_autoincrement": True})
 
     seq: Optional[int] = Field(default=None, sa_type=sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
                                primary_key=True, sa_column_kwargs={"autoincrement": True})

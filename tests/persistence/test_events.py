@@ -53,3 +53,18 @@ def test_prune_deletes_only_events_past_the_retention_in_bounded_batches(client,
     assert_error(response, 400, "VALIDATION_ERROR", details={"field": "after"})
     with transaction() as session:
         assert event_log.prune(session, older_than=utcnow() - timedelta(days=settings.event_retention_days)) == 0
+
+
+def test_a_pruned_log_never_hands_out_a_seq_again(db_kind):
+    """SQLite reuses the highest rowid once it is deleted unless the table says AUTOINCREMENT;
+    PostgreSQL's identity never goes back. Resume cursors rely on it."""
+    import sqlalchemy as sa
+
+    with db.engine().connect() as conn:
+        if db_kind == "sqlite":
+            ddl = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'events'")).scalar_one()
+            assert "AUTOINCREMENT" in ddl
+        else:
+            kind = conn.execute(sa.text("SELECT is_identity, column_default FROM information_schema.columns "
+                                        "WHERE table_name = 'events' AND column_name = 'seq'")).one()
+            assert kind.is_identity == "YES" or (kind.column_default or "").startswith("nextval(")

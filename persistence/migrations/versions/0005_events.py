@@ -26,7 +26,8 @@ def upgrade() -> None:
     sa.Column('request_id', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
     sa.Column('actor', sa.JSON(), nullable=False),
     sa.PrimaryKeyConstraint('seq'),
-    sa.UniqueConstraint('id')
+    sa.UniqueConstraint('id'),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.create_index('ix_events_tenant_seq', ['tenant_id', 'seq'], unique=False)
