@@ -104,7 +104,8 @@ def _sign_in(session: Session, user: User, family_id: uuid.UUID | None = None) -
     row = refresh_tokens.issue(session, user_id=user.id, tenant_id=user.tenant_id,
                                ttl=timedelta(seconds=config.refresh_ttl), family_id=family_id)
     return {
-        "accessToken": mint_access(config, user_id=user.id, tenant_id=user.tenant_id, role=user.role),
+        "accessToken": mint_access(config, user_id=user.id, tenant_id=user.tenant_id, role=user.role,
+                                   family_id=row.family_id),
         "refreshToken": mint_refresh(config, user_id=user.id, token_id=row.id, family_id=row.family_id),
         "tokenType": "Bearer",
         "expiresIn": config.access_ttl,

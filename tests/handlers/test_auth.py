@@ -57,6 +57,7 @@ def forge(settings, account: factories.Account, *, secret: str = JWT_SECRET, alg
         "iat": now,
         "exp": now + timedelta(minutes=5),
         "jti": str(uuid.uuid4()),
+        "fam": claims_of(account.refresh_token)["fam"],
     } | overrides
     kid = kid if kid is not None else hashlib.sha256(secret.encode()).hexdigest()[:16]
     return jwt.encode(claims, None if algorithm == "none" else secret, algorithm=algorithm, headers={"kid": kid})
@@ -305,8 +306,9 @@ class TestLogout:
     def test_is_idempotent(self, client, tenant_admin):
         body = {"refreshToken": tenant_admin.refresh_token}
         assert client.post(LOGOUT, json=body, headers=tenant_admin.headers).status_code == 204
+        other_login = factories.login(client, tenant_admin.email, tenant_admin.password)
 
-        response = client.post(LOGOUT, json=body, headers=tenant_admin.headers)
+        response = client.post(LOGOUT, json=body, headers=other_login.headers)
 
         assert response.status_code == 204, response.text
 
@@ -327,6 +329,46 @@ class TestLogout:
 
         assert_error(response, 401, "NO_TOKEN")
         assert refresh_row(tenant_admin.refresh_token).revoked_at is None
+
+
+class TestAccessTokenFollowsItsLogin:
+    """Issue 11 item 5: an access token dies with its login (refresh-token family), not 15 minutes later."""
+
+    def test_logout_refuses_the_access_token_at_once(self, client, tenant_admin):
+        assert client.get(ME, headers=tenant_admin.headers).status_code == 200
+
+        logout = client.post(LOGOUT, json={"refreshToken": tenant_admin.refresh_token}, headers=tenant_admin.headers)
+
+        assert logout.status_code == 204, logout.text
+        assert_error(client.get(ME, headers=tenant_admin.headers), 401, "INVALID_TOKEN")
+
+    def test_refresh_token_reuse_refuses_the_access_tokens_of_the_family(self, client, tenant_admin):
+        rotated = client.post(REFRESH, json={"refreshToken": tenant_admin.refresh_token})
+        assert rotated.status_code == 200, rotated.text
+        successor_access = rotated.json()["accessToken"]
+        assert client.get(ME, headers=bearer(successor_access)).status_code == 200
+
+        reuse = client.post(REFRESH, json={"refreshToken": tenant_admin.refresh_token})
+
+        assert_error(reuse, 401, "INVALID_TOKEN")
+        assert_error(client.get(ME, headers=bearer(successor_access)), 401, "INVALID_TOKEN")
+        assert_error(client.get(ME, headers=tenant_admin.headers), 401, "INVALID_TOKEN")
+
+    def test_other_logins_of_the_user_keep_working(self, client, tenant_admin):
+        other_login = factories.login(client, tenant_admin.email, tenant_admin.password)
+
+        client.post(LOGOUT, json={"refreshToken": tenant_admin.refresh_token}, headers=tenant_admin.headers)
+
+        assert client.get(ME, headers=other_login.headers).status_code == 200
+
+    def test_the_access_token_names_its_login(self, tenant_admin):
+        assert claims_of(tenant_admin.access_token)["fam"] == claims_of(tenant_admin.refresh_token)["fam"]
+
+    def test_an_access_token_without_a_login_is_invalid(self, client, tenant_admin):
+        claims = {k: v for k, v in claims_of(tenant_admin.access_token).items() if k != "fam"}
+        token = jwt.encode(claims, JWT_SECRET, algorithm="HS256", headers={"kid": OUR_KID})
+
+        assert_error(client.get(ME, headers=bearer(token)), 401, "INVALID_TOKEN")
 
 
 class TestRegister:
