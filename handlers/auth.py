@@ -35,25 +35,31 @@ def register(body: dict) -> tuple[dict, int]:
 def login(body: dict) -> dict:
     """Exchange email and password for tokens; every attempt, failed or not, is audited.
 
-    Throttled per IP and per email (failures only, 15 minutes): see server/ratelimit.py.
+    Throttled per IP, per (email, IP) and per email (failures only, 15 minutes); the per-email
+    limit never refuses the IP the account last signed in from: see server/ratelimit.py.
     """
-    email = users.normalize_email(body["email"])
-    ratelimit.enforce_login(email, request_actor().ip)
+    email, ip = users.normalize_email(body["email"]), request_actor().ip
+    ratelimit.enforce_login(email, ip, last_login_ip=lambda: _last_login_ip(email))
     with transaction() as session:
         result = accounts.check_password(session, email=body["email"], password=body["password"])
         user = result.user
         audit.record(session, tenant_id=user.tenant_id if user else None, actor=request_actor(user),
                      action="auth.login", resource_type="user", resource_id=user.id if user else None,
-                     changes={"email": users.normalize_email(body["email"]), "failure": result.failure},
+                     changes={"email": email, "failure": result.failure},
                      outcome="failure" if result.failure else "success")
         tokens = None
         if result.failure == "invalid_credentials":
-            ratelimit.count_login_failure(email)
+            ratelimit.count_login_failure(email, ip)
         if not result.failure:
-            users.record_login(session, user=user)
+            users.record_login(session, user=user, ip=ip)
             tokens = _sign_in(session, user)
     refuse_standing(result.failure, invalid=INVALID_CREDENTIALS)
     return tokens
+
+
+def _last_login_ip(email: str) -> str | None:
+    with transaction() as session:
+        return users.last_login_ip(session, email=email)
 
 
 def refresh(body: dict) -> dict:

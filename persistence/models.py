@@ -71,6 +71,8 @@ class User(Table, table=True):
     password_hash: str = Field(max_length=255)
     active: bool = Field(default=True)
     last_login_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    # The client IP of the last successful sign-in: the per-email login throttle never slows it down.
+    last_login_ip: Optional[str] = Field(default=None, max_length=64)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -256,6 +258,8 @@ class OAuthState(Table, table=True):
     user_scoped: bool = False
     sealed_verifier: str
     return_url: str = Field(max_length=2048)
+    # SHA-256 of the nonce cookie of a flow started from a cookie session: only that browser completes it.
+    browser_hash: Optional[str] = Field(default=None, max_length=64)
     expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
     used_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
     created_at: datetime = _ts()
