@@ -16,7 +16,8 @@ from persistence.db import transaction
 from persistence.models import User
 from persistence.refresh_tokens import RefreshRejected
 from server.errors import ApiError
-from server.security import INVALID_CREDENTIALS, INVALID_TOKEN, Caller, refuse_standing, request_actor
+from server.security import (INVALID_CREDENTIALS, INVALID_TOKEN, Caller, refuse_standing, request_actor,
+                             session_cookie)
 from server.tokens import decode, mint_access, mint_refresh
 
 
@@ -32,7 +33,7 @@ def register(body: dict) -> tuple[dict, int]:
         return _sign_in(session, user), 201
 
 
-def login(body: dict) -> dict:
+def login(body: dict) -> dict | tuple[dict, int, dict]:
     """Exchange email and password for tokens; every attempt, failed or not, is audited.
 
     Throttled per IP, per (email, IP) and per email (failures only, 15 minutes); the per-email
@@ -54,6 +55,8 @@ def login(body: dict) -> dict:
             users.record_login(session, user=user, ip=ip)
             tokens = _sign_in(session, user)
     refuse_standing(result.failure, invalid=INVALID_CREDENTIALS)
+    if body.get("cookie"):
+        return tokens, 200, {"Set-Cookie": session_cookie(tokens["accessToken"], max_age=tokens["expiresIn"])}
     return tokens
 
 
@@ -81,8 +84,8 @@ def refresh(body: dict) -> dict:
     return tokens
 
 
-def logout(body: dict, token_info: dict) -> tuple[None, int]:
-    """Revoke the caller's refresh token and its family; another user's token is left alone."""
+def logout(body: dict, token_info: dict) -> tuple[None, int, dict]:
+    """Revoke the caller's refresh token and its family; another user's token is left alone. Clears a cookie session."""
     caller = Caller.from_token(token_info)
     try:
         claims = decode(runtime.get().tokens, body["refreshToken"], typ="refresh")
@@ -93,7 +96,7 @@ def logout(body: dict, token_info: dict) -> tuple[None, int]:
         if refresh_tokens.revoke(session, token_id=uuid.UUID(claims["jti"]), user_id=caller.user_id):
             audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="auth.logout",
                          resource_type="user", resource_id=caller.user_id)
-    return None, 204
+    return None, 204, {"Set-Cookie": session_cookie("", max_age=0)}
 
 
 def get_me(token_info: dict) -> dict:

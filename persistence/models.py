@@ -258,8 +258,6 @@ class OAuthState(Table, table=True):
     user_scoped: bool = False
     sealed_verifier: str
     return_url: str = Field(max_length=2048)
-    # SHA-256 of the nonce cookie of a flow started from a cookie session: only that browser completes it.
-    browser_hash: Optional[str] = Field(default=None, max_length=64)
     expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
     used_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
     created_at: datetime = _ts()

@@ -214,7 +214,9 @@ def add_middleware(app: AsyncApp, settings: Settings, specs: list[dict[str, Any]
         position=MiddlewarePosition.BEFORE_EXCEPTION,
         allow_origins=settings.origins,
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key", "X-API-Key"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key", "X-API-Key",
+                       "X-Requested-With"],
+        allow_credentials=True,  # cookie sessions, from ALLOWED_ORIGINS only
         expose_headers=["X-Request-ID"],
         max_age=600,
     )

@@ -32,12 +32,11 @@ _STANDING_ERRORS = {
     "tenant_offboarded": (403, "TENANT_OFFBOARDED", "The tenant has been offboarded"),
 }
 INVALID_TOKEN = (401, "INVALID_TOKEN", "Token is invalid")
-# Cookie sessions (backend integration guide, "Or using cookie-based auth"): the access token,
-# the refresh token (sent to /auth only) and the CSRF double-submit token.
+# Cookie sessions (backend integration guide, "Or using cookie-based auth"): the access token in
+# an HttpOnly cookie; unsafe methods must carry a header a cross-site form cannot send.
 SESSION_COOKIE = "hub_session"
-REFRESH_COOKIE = "hub_refresh"
-CSRF_COOKIE = "hub_csrf"
-CSRF_HEADER = "X-CSRF-Token"
+CSRF_HEADER = "X-Requested-With"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 INVALID_CREDENTIALS = (401, "INVALID_CREDENTIALS", "Invalid email or password")
 
 
@@ -78,6 +77,31 @@ def authenticate_bearer(token: str) -> dict[str, Any]:
     info = _token_info(standing, scopes=rt.role_scopes.get(standing.user.role, []) if standing.user else [])
     info["familyId"] = claims["fam"]
     return info
+
+
+def authenticate_cookie(token: str, request: Any = None) -> dict[str, Any]:
+    """Verify the `hub_session` cookie (an access token) and return `token_info`, as the bearer scheme does.
+
+    CSRF: a browser attaches the cookie to cross-site requests too, so POST, PATCH and DELETE
+    sent with it must carry `X-Requested-With`, a header cross-site forms cannot set and
+    cross-origin scripts cannot send without passing CORS (OWASP CSRF cheat sheet, "custom
+    request headers"). Raises ApiError 401 INVALID_TOKEN, 403 PERMISSION_DENIED without it.
+    """
+    if api_tokens.looks_like_api_token(token):
+        AUTH_FAILURES.labels(code="INVALID_TOKEN").inc()
+        raise ApiError(*INVALID_TOKEN)
+    if request is not None and request.method.upper() not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
+        AUTH_FAILURES.labels(code="PERMISSION_DENIED").inc()
+        raise ApiError(403, "PERMISSION_DENIED", f"A cookie session needs the {CSRF_HEADER} header on {request.method}",
+                       details={"header": CSRF_HEADER})
+    info = authenticate_bearer(token)
+    info["via"] = "cookie"
+    return info
+
+
+def session_cookie(token: str, *, max_age: int) -> str:
+    """The `Set-Cookie` value of a cookie session holding `token` (empty and expired to clear it)."""
+    return f"{SESSION_COOKIE}={token}; Max-Age={max_age}; Path=/api/v1; HttpOnly; Secure; SameSite=Lax"
 
 
 def authenticate_api_key(token: str) -> dict[str, Any]:

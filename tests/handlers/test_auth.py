@@ -115,7 +115,7 @@ class TestLogin:
         response = client.post(LOGIN, json={"email": tenant_admin.email.upper(), "password": tenant_admin.password})
 
         assert response.status_code == 200, response.text
-        assert response.json()["user"]["id"] == tenant_admin.user_id
+        assert response.json()["id"] == tenant_admin.user_id
         assert response.json()["user"]["email"] == tenant_admin.email
 
     def test_missing_password_is_a_validation_error(self, client, tenant_admin):
@@ -480,3 +480,74 @@ class TestGetMe:
         assert (body["role"], body["tenantId"], body["tenant"]) == ("super_admin", None, None)
         assert {"profile", "tenants:read", "tenants:write"} <= set(body["permissions"])
         assert "users:write" not in body["permissions"]
+
+
+class TestCookieSession:
+    """Login may set the session as an HttpOnly cookie (backend integration guide, "Or using cookie-based auth")."""
+
+    @pytest.fixture
+    def browser(self, app):
+        """A client that keeps cookies, over https (the cookie is Secure)."""
+        from starlette.testclient import TestClient
+
+        with TestClient(app, base_url="https://testserver", raise_server_exceptions=False) as browser:
+            yield browser
+
+    def _sign_in(self, browser, account: factories.Account):
+        response = browser.post(LOGIN, json={"email": account.email, "password": account.password, "cookie": True})
+        assert response.status_code == 200, response.text
+        return response
+
+    def test_login_sets_an_httponly_secure_lax_cookie(self, browser, tenant_admin):
+        response = self._sign_in(browser, tenant_admin)
+
+        cookie = response.headers["set-cookie"]
+        assert cookie.startswith(f"hub_session={response.json()['accessToken']}; ")
+        assert {"HttpOnly", "Secure", "SameSite=Lax", "Path=/api/v1", "Max-Age=900"} <= set(cookie.split("; "))
+
+    def test_without_the_flag_no_cookie_is_set(self, browser, tenant_admin):
+        response = browser.post(LOGIN, json={"email": tenant_admin.email, "password": tenant_admin.password})
+
+        assert "set-cookie" not in response.headers
+
+    def test_the_cookie_is_accepted_like_the_bearer_token(self, browser, tenant_admin):
+        self._sign_in(browser, tenant_admin)
+
+        response = browser.get(ME)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == tenant_admin.user_id
+
+    def test_unsafe_methods_need_the_csrf_header(self, browser, tenant_admin):
+        self._sign_in(browser, tenant_admin)
+        body = {"name": "ci", "scopes": ["integrations:read"]}
+
+        forged = browser.post("/api/v1/tenant/api-tokens", json=body)
+        sent_by_the_app = browser.post("/api/v1/tenant/api-tokens", json=body, headers={"X-Requested-With": "fetch"})
+
+        error = assert_error(forged, 403, "PERMISSION_DENIED", details={"header": "X-Requested-With"})
+        assert error["message"] == "A cookie session needs the X-Requested-With header on POST"
+        assert sent_by_the_app.status_code == 201, sent_by_the_app.text
+
+    def test_logout_clears_the_cookie_and_ends_the_session(self, browser, tenant_admin):
+        signed_in = self._sign_in(browser, tenant_admin)
+
+        out = browser.post(LOGOUT, json={"refreshToken": signed_in.json()["refreshToken"]},
+                           headers={"X-Requested-With": "fetch"})
+
+        assert out.status_code == 204, out.text
+        assert out.headers["set-cookie"].startswith('hub_session=""; ') or out.headers["set-cookie"].startswith("hub_session=; ")
+        assert "Max-Age=0" in out.headers["set-cookie"]
+        assert "hub_session" not in browser.cookies
+        assert_error(browser.get(ME), 401, "NO_TOKEN")
+        browser.cookies.set("hub_session", signed_in.json()["accessToken"], domain="testserver.local")
+        assert_error(browser.get(ME), 401, "INVALID_TOKEN")  # the cookie replayed after logout
+
+    def test_an_api_token_is_no_session_cookie(self, browser, tenant_admin):
+        created = browser.post("/api/v1/tenant/api-tokens", json={"name": "ci", "scopes": ["integrations:read"]},
+                               headers=tenant_admin.headers)
+
+        browser.cookies.set("hub_session", created.json()["token"], domain="testserver.local")
+        response = browser.get(ME)
+
+        assert_error(response, 401, "INVALID_TOKEN")

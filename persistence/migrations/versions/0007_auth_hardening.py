@@ -1,4 +1,4 @@
-"""auth hardening: the IP of a user's last sign-in, the browser an OAuth flow was started from
+"""auth hardening: the IP of a user's last sign-in
 
 Revision ID: 0007
 Revises: 0005
@@ -20,14 +20,8 @@ def upgrade() -> None:
     # signed in successfully (issue 11 item 3).
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.add_column(sa.Column('last_login_ip', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True))
-    # oauth_states.browser_hash: SHA-256 of the cookie nonce of a flow started from a cookie
-    # session; the callback completes only in that browser (issue 11 item 7).
-    with op.batch_alter_table('oauth_states', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('browser_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('oauth_states', schema=None) as batch_op:
-        batch_op.drop_column('browser_hash')
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.drop_column('last_login_ip')
