@@ -7,7 +7,7 @@ from uuid import UUID
 
 from connectors import connection_flows as flows
 from handlers import views
-from persistence import audit, connections
+from persistence import connections
 from persistence.db import transaction
 from server import ratelimit, runtime
 from server.security import Caller
@@ -59,13 +59,11 @@ def test_connection(id: str, token_info: dict) -> dict:
 
 
 def disconnect(id: str, token_info: dict) -> dict:
-    """Destroy the tenant connection's credentials; the integration goes back to pending."""
+    """Destroy the tenant connection's credentials (OAuth tokens revoked at the provider); back to pending."""
     caller = Caller.from_token(token_info)
-    with transaction() as session:
-        row = connections.disconnect(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
-        audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="connection.disconnect",
-                     resource_type="connection", resource_id=row.id)
-        return {"success": True, "disconnectedAt": views.timestamp(row.disconnected_at)}
+    row = flows.disconnect(runtime.get().flows(), actor=caller.actor, integration_id=UUID(id),
+                           action="connection.disconnect")
+    return {"success": True, "disconnectedAt": views.timestamp(row.disconnected_at)}
 
 
 def update_credentials(id: str, body: dict, token_info: dict) -> dict:
