@@ -115,7 +115,7 @@ class TestLogin:
         response = client.post(LOGIN, json={"email": tenant_admin.email.upper(), "password": tenant_admin.password})
 
         assert response.status_code == 200, response.text
-        assert response.json()["id"] == tenant_admin.user_id
+        assert response.json()["user"]["id"] == tenant_admin.user_id
         assert response.json()["user"]["email"] == tenant_admin.email
 
     def test_missing_password_is_a_validation_error(self, client, tenant_admin):
