@@ -170,6 +170,7 @@ def replace_credentials(ctx: FlowContext, *, actor: audit.Actor, integration_id:
     with transaction() as session:
         integration = integrations.get(session, tenant_id=actor.tenant_id, integration_id=integration_id)
         existing = connections.find(session, tenant_id=actor.tenant_id, integration_id=integration_id)
+        replaced = _oauth_tokens(existing)
         row = connections.store(session, integration=integration, user_id=None, auth_type=auth_type,
                                 credentials=credentials, expires_at=expires_at,
                                 scopes=existing.scopes if existing else None)
@@ -177,7 +178,70 @@ def replace_credentials(ctx: FlowContext, *, actor: audit.Actor, integration_id:
                              resource_type="connection", resource_id=row.id, event_type="connection.credentials_updated",
                              data=ctx.present_connection(row),
                              changes={"credentialType": auth_type, "credentials": credentials})
+    still_used = set(credentials.values())
+    revoke_at_provider(ctx, actor=actor, provider=provider, connection_id=row.id, reason="credentials_replaced",
+                       tokens={k: v for k, v in replaced.items() if v not in still_used})
     return row
+
+
+def disconnect(ctx: FlowContext, *, actor: audit.Actor, integration_id: uuid.UUID, action: str,
+               user_id: uuid.UUID | None = None) -> Connection:
+    """Destroy a connection's credentials (audited as `action`, emitting `connection.disconnected`), then
+    revoke its OAuth tokens at the provider.
+
+    The local disconnect is committed first and never waits on the provider: revocation is best
+    effort and audited on its own (`revoke_at_provider`). Raises NotFound without a connection.
+    """
+    with transaction() as session:
+        integration, provider = _integration_and_provider(session, actor.tenant_id, integration_id)
+        tokens = _oauth_tokens(connections.get(session, tenant_id=actor.tenant_id, integration_id=integration_id,
+                                               user_id=user_id))
+        row = connections.disconnect(session, tenant_id=actor.tenant_id, integration_id=integration_id,
+                                     user_id=user_id)
+        events.record_change(session, tenant_id=actor.tenant_id, actor=actor, action=action,
+                             resource_type="connection", resource_id=row.id, event_type="connection.disconnected",
+                             data=ctx.present_connection(row))
+    revoke_at_provider(ctx, actor=actor, provider=provider, connection_id=row.id, reason="disconnect", tokens=tokens)
+    return row
+
+
+def revoke_at_provider(ctx: FlowContext, *, actor: audit.Actor, provider: Provider, connection_id: uuid.UUID,
+                       reason: str, tokens: dict[str, str]) -> bool | None:
+    """Revoke OAuth tokens the hub no longer uses at the provider (RFC 7009), best effort, audited.
+
+    `tokens` maps `refreshToken` / `accessToken` to values. The refresh token is revoked when
+    there is one (which ends its grant's access tokens too, RFC 7009 section 2.1), else the
+    access token. Does nothing (None) when the provider declares no `oauthConfig.revocationUrl`
+    or there is nothing to revoke; else records `connection.revoke` with the outcome and returns
+    whether the provider confirmed. Never raises: a provider that fails does not undo anything.
+    """
+    app = oauth_app(provider) if (provider.oauth_config or {}).get("clientId") else None
+    token, hint = ((tokens["refreshToken"], "refresh_token") if tokens.get("refreshToken")
+                   else (tokens.get("accessToken"), "access_token"))
+    if app is None or not app.revocation_url or not token:
+        return None
+    error = None
+    try:
+        oauth_client.revoke(app, ctx.policy, token=token, token_type_hint=hint)
+    except oauth_client.ProviderUnreachable as exc:
+        error = str(exc)[:300]
+    with transaction() as session:
+        audit.record(session, tenant_id=actor.tenant_id, actor=actor, action="connection.revoke",
+                     resource_type="connection", resource_id=connection_id,
+                     outcome="failure" if error else "success",
+                     changes={"reason": reason, "tokenTypeHint": hint, "error": error})
+    return error is None
+
+
+def _oauth_tokens(row: Connection | None) -> dict[str, str]:
+    """The OAuth tokens a connection holds ({} for another kind, none, or credentials that do not open)."""
+    if row is None or row.auth_type != "oauth2" or not row.secret:
+        return {}
+    try:
+        credentials = connections.credentials(row)
+    except vault.VaultError:
+        return {}
+    return {k: credentials[k] for k in ("refreshToken", "accessToken") if credentials.get(k)}
 
 
 def start_oauth(ctx: FlowContext, *, actor: audit.Actor, integration_id: uuid.UUID, return_url: str,
@@ -370,6 +434,7 @@ def oauth_app(provider: Provider) -> oauth_client.OAuthApp:
         client_secret=providers.client_secret(provider),
         scopes=tuple(config.get("scopes") or ()),
         scope_separator=config.get("scopeSeparator") or " ",
+        revocation_url=config.get("revocationUrl") or None,
     )
 
 

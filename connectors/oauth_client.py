@@ -1,7 +1,7 @@
 """OAuth2 client for the hub's connections (Authlib's httpx client, through the outbound guard).
 
 Authorization code grant with PKCE S256 (RFC 6749 section 4.1, RFC 7636), refresh (RFC 6749
-section 6). Every call to a provider's token URL passes `connectors.outbound`.
+section 6), revocation (RFC 7009). Every call to a provider passes `connectors.outbound`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class OAuthApp:
     client_secret: str | None
     scopes: tuple[str, ...]
     scope_separator: str = " "
+    revocation_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,18 +90,42 @@ def refresh(app: OAuthApp, policy: OutboundPolicy, *, refresh_token: str) -> Tok
     Raises GrantRejected (invalid_grant: the refresh token is dead, re-authorize) or
     ProviderUnreachable.
     """
-    with _client(app, policy) as client:
+    # No `scope`: RFC 6749 section 6 keeps the granted scope when it is omitted; sending the
+    # configured scopes would ask for more than the grant holds if the user narrowed it.
+    with _client(app, policy, scope=None) as client:
         return _token_call(lambda: client.refresh_token(app.token_url, refresh_token=refresh_token), app,
                            previous_refresh=refresh_token)
 
 
-def _client(app: OAuthApp, policy: OutboundPolicy, **kwargs: Any) -> OAuth2Client:
+def revoke(app: OAuthApp, policy: OutboundPolicy, *, token: str, token_type_hint: str) -> None:
+    """Revoke `token` at the provider's revocation endpoint (RFC 7009 section 2.1).
+
+    `token_type_hint` is `refresh_token` or `access_token`; revoking a refresh token also ends
+    the access tokens of its grant (RFC 7009 section 2.1). Raises ProviderUnreachable when the
+    app has no revocation URL, the endpoint cannot be reached, or it answers other than 200
+    (RFC 7009 section 2.2: 200 also for a token it does not know).
+    """
+    if not app.revocation_url:
+        raise ProviderUnreachable("the provider has no revocation URL")
+    with _client(app, policy) as client:
+        try:
+            response = client.revoke_token(app.revocation_url, token=token, token_type_hint=token_type_hint)
+        except (OutboundRefused, httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+            raise ProviderUnreachable(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    if response.status_code != 200:
+        raise ProviderUnreachable(f"the revocation endpoint answered {response.status_code}")
+
+
+_CONFIGURED = object()
+
+
+def _client(app: OAuthApp, policy: OutboundPolicy, scope: Any = _CONFIGURED, **kwargs: Any) -> OAuth2Client:
     from authlib.integrations.httpx_client import OAuth2Client
 
     return OAuth2Client(
         client_id=app.client_id,
         client_secret=app.client_secret,
-        scope=app.scope_separator.join(app.scopes) or None,
+        scope=(app.scope_separator.join(app.scopes) or None) if scope is _CONFIGURED else scope,
         code_challenge_method="S256",
         token_endpoint_auth_method="client_secret_basic" if app.client_secret else "none",
         transport=GuardedTransport(policy),

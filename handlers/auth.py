@@ -16,7 +16,8 @@ from persistence.db import transaction
 from persistence.models import User
 from persistence.refresh_tokens import RefreshRejected
 from server.errors import ApiError
-from server.security import INVALID_CREDENTIALS, INVALID_TOKEN, Caller, refuse_standing, request_actor
+from server.security import (INVALID_CREDENTIALS, INVALID_TOKEN, Caller, refuse_standing, request_actor,
+                             session_cookie)
 from server.tokens import decode, mint_access, mint_refresh
 
 
@@ -32,28 +33,36 @@ def register(body: dict) -> tuple[dict, int]:
         return _sign_in(session, user), 201
 
 
-def login(body: dict) -> dict:
+def login(body: dict) -> dict | tuple[dict, int, dict]:
     """Exchange email and password for tokens; every attempt, failed or not, is audited.
 
-    Throttled per IP and per email (failures only, 15 minutes): see server/ratelimit.py.
+    Throttled per IP, per (email, IP) and per email (failures only, 15 minutes); the per-email
+    limit never refuses the IP the account last signed in from: see server/ratelimit.py.
     """
-    email = users.normalize_email(body["email"])
-    ratelimit.enforce_login(email, request_actor().ip)
+    email, ip = users.normalize_email(body["email"]), request_actor().ip
+    ratelimit.enforce_login(email, ip, last_login_ip=lambda: _last_login_ip(email))
     with transaction() as session:
         result = accounts.check_password(session, email=body["email"], password=body["password"])
         user = result.user
         audit.record(session, tenant_id=user.tenant_id if user else None, actor=request_actor(user),
                      action="auth.login", resource_type="user", resource_id=user.id if user else None,
-                     changes={"email": users.normalize_email(body["email"]), "failure": result.failure},
+                     changes={"email": email, "failure": result.failure},
                      outcome="failure" if result.failure else "success")
         tokens = None
         if result.failure == "invalid_credentials":
-            ratelimit.count_login_failure(email)
+            ratelimit.count_login_failure(email, ip)
         if not result.failure:
-            users.record_login(session, user=user)
+            users.record_login(session, user=user, ip=ip)
             tokens = _sign_in(session, user)
     refuse_standing(result.failure, invalid=INVALID_CREDENTIALS)
+    if body.get("cookie"):
+        return tokens, 200, {"Set-Cookie": session_cookie(tokens["accessToken"], max_age=tokens["expiresIn"])}
     return tokens
+
+
+def _last_login_ip(email: str) -> str | None:
+    with transaction() as session:
+        return users.last_login_ip(session, email=email)
 
 
 def refresh(body: dict) -> dict:
@@ -75,8 +84,8 @@ def refresh(body: dict) -> dict:
     return tokens
 
 
-def logout(body: dict, token_info: dict) -> tuple[None, int]:
-    """Revoke the caller's refresh token and its family; another user's token is left alone."""
+def logout(body: dict, token_info: dict) -> tuple[None, int, dict]:
+    """Revoke the caller's refresh token and its family; another user's token is left alone. Clears a cookie session."""
     caller = Caller.from_token(token_info)
     try:
         claims = decode(runtime.get().tokens, body["refreshToken"], typ="refresh")
@@ -87,7 +96,7 @@ def logout(body: dict, token_info: dict) -> tuple[None, int]:
         if refresh_tokens.revoke(session, token_id=uuid.UUID(claims["jti"]), user_id=caller.user_id):
             audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="auth.logout",
                          resource_type="user", resource_id=caller.user_id)
-    return None, 204
+    return None, 204, {"Set-Cookie": session_cookie("", max_age=0)}
 
 
 def get_me(token_info: dict) -> dict:
@@ -104,7 +113,8 @@ def _sign_in(session: Session, user: User, family_id: uuid.UUID | None = None) -
     row = refresh_tokens.issue(session, user_id=user.id, tenant_id=user.tenant_id,
                                ttl=timedelta(seconds=config.refresh_ttl), family_id=family_id)
     return {
-        "accessToken": mint_access(config, user_id=user.id, tenant_id=user.tenant_id, role=user.role),
+        "accessToken": mint_access(config, user_id=user.id, tenant_id=user.tenant_id, role=user.role,
+                                   family_id=row.family_id),
         "refreshToken": mint_refresh(config, user_id=user.id, token_id=row.id, family_id=row.family_id),
         "tokenType": "Bearer",
         "expiresIn": config.access_ttl,

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from connectors import connection_flows as flows
 from handlers import views
-from persistence import connections, events
+from persistence import connections
 from persistence.db import transaction
 from server import ratelimit, runtime
 from server.security import Caller
@@ -59,14 +59,11 @@ def test_connection(id: str, token_info: dict) -> dict:
 
 
 def disconnect(id: str, token_info: dict) -> dict:
-    """Destroy the tenant connection's credentials; the integration goes back to pending."""
+    """Destroy the tenant connection's credentials (OAuth tokens revoked at the provider); back to pending."""
     caller = Caller.from_token(token_info)
-    with transaction() as session:
-        row = connections.disconnect(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
-        events.record_change(session, tenant_id=caller.tenant_id, actor=caller.actor, action="connection.disconnect",
-                             resource_type="connection", resource_id=row.id, event_type="connection.disconnected",
-                             data=views.connection(row))
-        return {"success": True, "disconnectedAt": views.timestamp(row.disconnected_at)}
+    row = flows.disconnect(_flows(), actor=caller.actor, integration_id=UUID(id),
+                           action="connection.disconnect")
+    return {"success": True, "disconnectedAt": views.timestamp(row.disconnected_at)}
 
 
 def update_credentials(id: str, body: dict, token_info: dict) -> dict:

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from connectors import connection_flows as flows
 from handlers import views
-from persistence import connections, events, integrations
+from persistence import connections, integrations
 from persistence.db import transaction
 from server import runtime
 from server.security import Caller
@@ -34,16 +34,11 @@ def get_user_connection(id: str, token_info: dict) -> dict:
 
 
 def disconnect_user_connection(id: str, token_info: dict) -> dict:
-    """Destroy the caller's own connection's credentials."""
+    """Destroy the caller's own connection's credentials (OAuth tokens revoked at the provider)."""
     caller = Caller.from_token(token_info)
-    with transaction() as session:
-        integrations.get(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
-        row = connections.disconnect(session, tenant_id=caller.tenant_id, integration_id=UUID(id),
-                                     user_id=caller.user_id)
-        events.record_change(session, tenant_id=caller.tenant_id, actor=caller.actor,
-                             action="connection.user_disconnect", resource_type="connection", resource_id=row.id,
-                             event_type="connection.disconnected", data=views.connection(row))
-        return {"success": True, "disconnectedAt": views.timestamp(row.disconnected_at)}
+    row = flows.disconnect(_flows(), actor=caller.actor, integration_id=UUID(id),
+                           action="connection.user_disconnect", user_id=caller.user_id)
+    return {"success": True, "disconnectedAt": views.timestamp(row.disconnected_at)}
 
 
 def _flows() -> flows.FlowContext:

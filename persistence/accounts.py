@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlmodel import Session
+import sqlalchemy as sa
+from sqlmodel import Session, select
 
 from persistence import tenants, users
-from persistence.models import Tenant, User
+from persistence.models import RefreshToken, Tenant, User
 from persistence.passwords import verify_password
 
 
@@ -51,6 +52,25 @@ def check_user(session: Session, *, user_id: uuid.UUID) -> SignIn:
     if user is None or not user.active:
         return SignIn(user=None, tenant=None, failure="invalid_credentials")
     return check_standing(session, user=user)
+
+
+def check_session(session: Session, *, user_id: uuid.UUID, family_id: uuid.UUID) -> SignIn:
+    """Check an access token's user, tenant and login (refresh-token family) in one query.
+
+    Refused as `invalid_credentials` when the user is gone or inactive, or when the login was
+    revoked (logout, or reuse of a rotated refresh token revoked its family), so an access
+    token stops working at once rather than when it expires. Tenant standing as `check_standing`.
+    """
+    revoked = sa.exists().where(RefreshToken.family_id == family_id, RefreshToken.user_id == user_id,
+                                RefreshToken.revoked_at.is_not(None))
+    row = session.exec(select(User, Tenant, revoked.label("revoked"))
+                       .outerjoin(Tenant, Tenant.id == User.tenant_id).where(User.id == user_id)).first()
+    if row is None or not row[0].active or row[2]:
+        return SignIn(user=None, tenant=None, failure="invalid_credentials")
+    user, tenant, _ = row
+    if tenant is not None and tenant.status != "active":
+        return SignIn(user=user, tenant=tenant, failure=f"tenant_{tenant.status}")
+    return SignIn(user=user, tenant=tenant, failure=None)
 
 
 def check_standing(session: Session, *, user: User) -> SignIn:

@@ -1,7 +1,10 @@
 """Idempotency records (as Stripe does): a retried POST with the same key replays the first answer.
 
-Keys are scoped (per tenant, user or client IP) and kept 24 hours. No HTTP here; the middleware
-in server/idempotency.py drives it.
+Keys are scoped per principal (an API token, a user, or the client IP of an anonymous call) and
+kept 24 hours. Stored answers can carry secrets shown once (an API token, the JWTs of a
+registration), so the answer body is sealed with the vault, bound to its record's scope and key:
+nothing of it is readable at rest, and a sealed body copied to another record does not open.
+No HTTP here; the middleware in server/idempotency.py drives it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from persistence import vault
 from persistence.models import IdempotencyRecord, as_utc, utcnow
 
 RETENTION = timedelta(hours=24)
@@ -49,10 +53,22 @@ def claim(session: Session, *, scope: str, key: str, request_hash: str) -> Claim
 
 
 def complete(session: Session, *, scope: str, key: str, status: int, body: str, headers: dict[str, str]) -> None:
-    """Store the answer of a claimed request so retries replay it."""
+    """Store the answer of a claimed request, its body sealed (vault), so retries replay it."""
+    sealed = vault.seal(body, binding=_binding(scope, key))
     session.exec(sa.update(IdempotencyRecord)
                  .where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
-                 .values(state="done", response_status=status, response_body=body, response_headers=headers))
+                 .values(state="done", response_status=status, response_body=sealed, response_headers=headers))
+
+
+def stored_body(record: IdempotencyRecord) -> str:
+    """Return the answer body stored by `complete`; vault.VaultError if it no longer opens (key retired)."""
+    if not record.response_body:
+        return ""
+    return vault.open_sealed(record.response_body, binding=_binding(record.scope, record.key))
+
+
+def _binding(scope: str, key: str) -> str:
+    return f"idempotency:{scope}:{key}"
 
 
 def release(session: Session, *, scope: str, key: str) -> None:

@@ -71,6 +71,8 @@ class User(Table, table=True):
     password_hash: str = Field(max_length=255)
     active: bool = Field(default=True)
     last_login_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    # The client IP of the last successful sign-in: the per-email login throttle never slows it down.
+    last_login_ip: Optional[str] = Field(default=None, max_length=64)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 

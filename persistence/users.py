@@ -116,10 +116,16 @@ def delete(session: Session, *, tenant_id: uuid.UUID, user_id: uuid.UUID) -> Use
     return user
 
 
-def record_login(session: Session, *, user: User) -> None:
-    """Stamp the user's last successful login."""
+def record_login(session: Session, *, user: User, ip: str | None = None) -> None:
+    """Stamp the user's last successful login: when, and from which client IP."""
     user.last_login_at = utcnow()
+    user.last_login_ip = ip
     session.add(user)
+
+
+def last_login_ip(session: Session, *, email: str) -> str | None:
+    """Return the client IP of the last successful sign-in of the account with this email, or None."""
+    return session.exec(select(User.last_login_ip).where(User.email == normalize_email(email))).first()
 
 
 def super_admin_exists(session: Session) -> bool:

@@ -100,7 +100,8 @@ class Floor:
     def caller(self, claims: dict[str, Any], operation_id: str) -> accounts.SignIn:
         """Look up the user and tenant (as authenticate_bearer does) and check the operation's scopes."""
         with transaction() as session:
-            standing = accounts.check_user(session, user_id=uuid.UUID(claims["sub"]))
+            standing = accounts.check_session(session, user_id=uuid.UUID(claims["sub"]),
+                                              family_id=uuid.UUID(claims["fam"]))
         if standing.failure:
             raise Refused(403 if standing.failure.startswith("tenant") else 401, standing.failure.upper(), "Refused")
         required = self.required[operation_id]

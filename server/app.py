@@ -24,7 +24,7 @@ from server.cors import EnvelopeCORSMiddleware
 from server.deprecation import DeprecationMiddleware
 from server.observability import configure_logging
 from server.request_log import RequestContextMiddleware
-from server.security import PermissionMiddleware
+from server.security import PermissionMiddleware, SecurityHeadersMiddleware, no_store_operations
 from server.settings import Settings, load_settings
 from server.tokens import TokenConfig
 from server.validation import validator_map
@@ -208,6 +208,7 @@ def build_runtime(settings: Settings, api_spec: dict[str, Any], root_spec: dict[
                                         storage_uri=settings.redis_url or "memory://",
                                         scale=settings.rate_limit_scale),
         idempotent_operations=idempotency.declared_operations(api_spec),
+        no_store_operations=no_store_operations(api_spec),
         routes=route_table(("/api/v1", api_spec), ("", root_spec)),
     )
 
@@ -229,10 +230,14 @@ def add_middleware(app: AsyncApp, settings: Settings, specs: list[dict[str, Any]
         position=MiddlewarePosition.BEFORE_EXCEPTION,
         allow_origins=settings.origins,
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key", "X-API-Key"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key", "X-API-Key",
+                       "X-Requested-With"],
+        allow_credentials=True,  # cookie sessions, from ALLOWED_ORIGINS only
         expose_headers=["X-Request-ID"],
         max_age=600,
     )
+    app.add_middleware(SecurityHeadersMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
+                       production=settings.is_production)
 
 
 def create_app(settings: Settings | None = None) -> AsyncApp:
@@ -242,6 +247,7 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     CLI, not here).
     """
     settings = settings or load_settings()
+    settings.prepare_var_dir()
     db.configure(settings.database_url)
     vault.configure(vault.Keyring.from_strings(settings.encryption_keys()))
     connexion_patches.install()

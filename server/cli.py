@@ -15,6 +15,7 @@ def migrate(settings: Settings) -> None:
     """Apply every Alembic migration to the configured database."""
     from persistence.migrate import upgrade
 
+    settings.prepare_var_dir()
     upgrade(settings.database_url)
 
 
@@ -135,18 +136,28 @@ def serve(settings: Settings, *, workers: int = 1, sandbox: bool = True) -> None
     if settings.swagger_ui_enabled:
         print(f"  interactive docs: {base}/api/v1/ui/", flush=True)
     print(f"  contract: {base}/api/v1/openapi.json   health: {base}/health", flush=True)
-    uvicorn.run(
-        "server.app:serving_app",
-        factory=True,
-        host=settings.hub_host,
-        port=settings.hub_port,
-        workers=workers,
-        log_level="info",
-        log_config=None,  # keep the hub's logging configuration (JSON with HUB_LOG_FORMAT=json)
+    uvicorn.run("server.app:serving_app", factory=True, workers=workers, **uvicorn_options(settings))
+
+
+def uvicorn_options(settings: Settings) -> dict:
+    """The uvicorn settings `serve` runs with (host, port, logging, proxy trust).
+
+    Proxy headers are believed only from `HUB_TRUSTED_PROXIES` (default: nobody). uvicorn's own
+    default trusts `X-Forwarded-For` from 127.0.0.1, so behind any local tunnel or proxy a
+    client would pick its own IP for the login throttles and the audit log.
+    """
+    trusted = settings.forwarded_allow_ips
+    return {
+        "host": settings.hub_host,
+        "port": settings.hub_port,
+        "log_level": "info",
+        "log_config": None,  # keep the hub's logging configuration (JSON with HUB_LOG_FORMAT=json)
         # The hub logs one line per request itself, without query strings: uvicorn's access
         # log would record OAuth codes and states from the callback's URL.
-        access_log=False,
-    )
+        "access_log": False,
+        "proxy_headers": bool(trusted),
+        "forwarded_allow_ips": trusted or "",
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,9 +2,12 @@
 
 A retry with the same key and body replays the stored status and body (with
 `Idempotent-Replayed: true`); the same key with another body answers 422; a retry while the
-first is still running answers 409. Keys are scoped per tenant (per user for super admins,
-per client IP for anonymous calls) and kept 24 hours. Server errors are not stored, so a
-retry after a 5xx runs the request again.
+first is still running answers 409. Keys are scoped per principal, as Stripe scopes them per
+API key: the API token when the caller is one, else the signed-in user, else (anonymous calls:
+register) the client IP; a key one principal used means nothing to another, so nobody can
+replay somebody else's answer. Kept 24 hours, answer bodies sealed at rest
+(persistence/idempotency.py). Server errors are not stored, so a retry after a 5xx runs the
+request again.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from persistence import idempotency
 from persistence.db import transaction
+from persistence.vault import VaultError
 from server import runtime
 from server.errors import error_response
 
@@ -51,9 +55,7 @@ class IdempotencyMiddleware:
         key_text = key.decode("latin-1")
         body, receive = await _read_body(receive)
         token_info = (extensions.get("connexion_context") or {}).get("token_info") or {}
-        owner = (f"tenant:{token_info['tenantId']}" if token_info.get("tenantId")
-                 else f"user:{token_info['userId']}" if token_info.get("userId")
-                 else f"ip:{(scope.get('client') or ('unknown',))[0]}")
+        owner = principal(token_info, scope)
         fingerprint = hashlib.sha256(b"|".join([scope["method"].encode(), scope["path"].encode(), body])).hexdigest()
         claim = await run_in_threadpool(_claim, owner, key_text, fingerprint)
         if claim.outcome != "new":
@@ -74,6 +76,15 @@ class IdempotencyMiddleware:
             await run_in_threadpool(_settle, owner, key_text, captured)
 
 
+def principal(token_info: dict, scope: Scope) -> str:
+    """The scope of an Idempotency-Key: `token:<id>`, `user:<id>`, or `ip:<address>` when anonymous."""
+    if token_info.get("tokenId"):
+        return f"token:{token_info['tokenId']}"
+    if token_info.get("userId"):
+        return f"user:{token_info['userId']}"
+    return f"ip:{(scope.get('client') or ('unknown',))[0]}"
+
+
 def _claim(owner: str, key: str, fingerprint: str) -> idempotency.Claim:
     with transaction() as session:
         return idempotency.claim(session, scope=owner, key=key, request_hash=fingerprint)
@@ -91,13 +102,21 @@ def _settle(owner: str, key: str, captured: dict) -> None:
 
 
 async def _answer_claim(claim: idempotency.Claim, scope: Scope, receive: Receive, send: Send) -> None:
+    body = None
     if claim.outcome == "replay":
+        try:
+            body = idempotency.stored_body(claim.record)
+        except VaultError:  # sealed under a key no longer configured: cannot replay, must not re-run
+            body = None
+    if body is not None:
         record = claim.record
         headers = {**(record.response_headers or {}), "idempotent-replayed": "true"}
-        response = Response(record.response_body or b"", record.response_status, headers=headers)
+        response = Response(body, record.response_status, headers=headers)
     else:
         status, message = ((422, "This Idempotency-Key was used with a different request") if claim.outcome == "mismatch"
-                           else (409, "A request with this Idempotency-Key is still in progress"))
+                           else (409, "A request with this Idempotency-Key is still in progress")
+                           if claim.outcome == "in_progress"
+                           else (409, "The answer stored for this Idempotency-Key can no longer be replayed"))
         code = "VALIDATION_ERROR" if status == 422 else "CONFLICT"
         error = error_response(status, code, message, {"field": "Idempotency-Key"})
         response = Response(error.body, status, media_type="application/json")

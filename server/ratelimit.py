@@ -4,8 +4,11 @@
 - Per endpoint class, per minute (integration API "Rate Limits"): each operation's
   `x-rate-limit-class`, limits in `x-rate-limit-classes`; keyed by tenant (a super admin by
   user, an anonymous caller by IP).
-- Login and register, per IP and per email (`enforce_login`, `enforce_register`): failed
-  logins count against the email for 15 minutes only, so nobody can lock a victim out for good.
+- Login and register, per IP and per email (`enforce_login`, `enforce_register`). Failed
+  logins count for 15 minutes against the (email, client IP) pair and against the email. The
+  pair's limit stops one address guessing; the email's limit (guessing from many addresses)
+  only refuses addresses other than the one the account last signed in from successfully, so
+  an attacker cannot lock the owner out of an account from elsewhere.
 
 Counters live in memory, or in Redis when `REDIS_URL` is set so several processes share them.
 Every limited response carries X-RateLimit-Limit / -Remaining / -Reset (unix seconds) of the
@@ -69,6 +72,7 @@ from server.observability import RATE_LIMIT_HITS
 
 PLAN_WINDOW_MINUTES = 15
 LOGIN_FAILURES_PER_EMAIL = "10/15minutes"
+LOGIN_FAILURES_PER_EMAIL_AND_IP = "10/15minutes"
 LOGIN_ATTEMPTS_PER_IP = "30/minute"
 REGISTRATIONS_PER_IP = "10/hour"
 REGISTRATIONS_PER_EMAIL = "5/hour"
@@ -325,23 +329,43 @@ def enforce(rule: str, *key: str, scaled: bool = True) -> None:
         raise too_many(retry_after, headers, name)
 
 
-def enforce_login(email: str, ip: str | None) -> None:
-    """Refuse a login attempt past the per-IP attempts or the per-email failures (429).
+def enforce_login(email: str, ip: str | None, last_login_ip: Callable[[], str | None] = lambda: None) -> None:
+    """Refuse a login attempt past the per-IP attempts or the failures counted against it (429).
 
-    Failures are counted by `count_login_failure`; a refused attempt does not add to them.
+    - `login-ip`: 30 attempts a minute per client IP, failed or not.
+    - `login-email`: 10 failures in 15 minutes for the email, from any address: refuses every
+      address except `last_login_ip()`, the one the account last signed in from successfully
+      (called only when this limit is reached), so the owner is never locked out from there.
+    - `login-email-ip`: 10 failures in 15 minutes for the email from this address: refuses it
+      (the owner's own address included: guessing from there stays as slow).
+
+    Failures are counted by `count_login_failure`; a refused attempt does not add to them, so a
+    lockout is never renewed by the attempts it refuses.
     """
-    limits = runtime.get().rate_limits
     enforce(LOGIN_ATTEMPTS_PER_IP, "login-ip", ip or "unknown")
-    failures = limits.item(LOGIN_FAILURES_PER_EMAIL)
-    if not limits.limiter.test(failures, "login-email", email):
-        stats = limits.limiter.get_window_stats(failures, "login-email", email)
-        raise too_many(max(1, math.ceil(stats.reset_time - time.time())), {}, "login-email")
+    address = ip or "unknown"
+    if _failures_exceeded(LOGIN_FAILURES_PER_EMAIL, "login-email", email) and address != last_login_ip():
+        _refuse_failures(LOGIN_FAILURES_PER_EMAIL, "login-email", email)
+    if _failures_exceeded(LOGIN_FAILURES_PER_EMAIL_AND_IP, "login-email-ip", email, address):
+        _refuse_failures(LOGIN_FAILURES_PER_EMAIL_AND_IP, "login-email-ip", email, address)
 
 
-def count_login_failure(email: str) -> None:
-    """Count a failed login against the email (15-minute sliding window)."""
+def _failures_exceeded(rule: str, *key: str) -> bool:
+    limits = runtime.get().rate_limits
+    return not limits.limiter.test(limits.item(rule), *key)
+
+
+def _refuse_failures(rule: str, *key: str) -> None:
+    limits = runtime.get().rate_limits
+    stats = limits.limiter.get_window_stats(limits.item(rule), *key)
+    raise too_many(max(1, math.ceil(stats.reset_time - time.time())), {}, key[0])
+
+
+def count_login_failure(email: str, ip: str | None = None) -> None:
+    """Count a failed login against the email and against (email, client IP) (15-minute sliding windows)."""
     limits = runtime.get().rate_limits
     limits.limiter.hit(limits.item(LOGIN_FAILURES_PER_EMAIL), "login-email", email)
+    limits.limiter.hit(limits.item(LOGIN_FAILURES_PER_EMAIL_AND_IP), "login-email-ip", email, ip or "unknown")
 
 
 def enforce_register(email: str, ip: str | None) -> None:

@@ -26,6 +26,8 @@ class Runtime:
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     rate_limits: Any = None
     idempotent_operations: set[str] = field(default_factory=set)
+    # Operations whose answers carry a secret: `Cache-Control: no-store` (server/security.py).
+    no_store_operations: set[str] = field(default_factory=set)
     # (path pattern, methods) of every operation, for the `Allow` header of a 405.
     routes: list[tuple[Any, tuple[str, ...]]] = field(default_factory=list)
 

@@ -14,8 +14,9 @@ from typing import Any
 from connexion.context import context as connexion_context
 from connexion.context import scope as connexion_scope
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from persistence import accounts, api_tokens, audit
 from persistence.audit import Actor
@@ -31,6 +32,11 @@ _STANDING_ERRORS = {
     "tenant_offboarded": (403, "TENANT_OFFBOARDED", "The tenant has been offboarded"),
 }
 INVALID_TOKEN = (401, "INVALID_TOKEN", "Token is invalid")
+# Cookie sessions (backend integration guide, "Or using cookie-based auth"): the access token in
+# an HttpOnly cookie; unsafe methods must carry a header a cross-site form cannot send.
+SESSION_COOKIE = "hub_session"
+CSRF_HEADER = "X-Requested-With"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 INVALID_CREDENTIALS = (401, "INVALID_CREDENTIALS", "Invalid email or password")
 
 
@@ -50,8 +56,10 @@ def refuse_standing(failure: str | None, *, invalid: tuple[int, str, str]) -> No
 def authenticate_bearer(token: str) -> dict[str, Any]:
     """Verify an access token and return Connexion's `token_info` for the request.
 
-    Checks, on every request, that the user still exists and is active and that its tenant is
-    active, so a suspension takes effect at once rather than when the token expires.
+    Checks, on every request and in one query, that the user still exists and is active, that
+    its tenant is active and that its login (the `fam` claim, a refresh-token family) is not
+    revoked, so a suspension, a logout or a detected refresh-token reuse takes effect at once
+    rather than when the token expires.
     Returns `{sub, userId, tenantId, role, scopes}`. Raises ApiError 401 INVALID_TOKEN or
     403 TENANT_SUSPENDED / TENANT_OFFBOARDED.
     """
@@ -64,8 +72,36 @@ def authenticate_bearer(token: str) -> dict[str, Any]:
         AUTH_FAILURES.labels(code=exc.code).inc()
         raise
     with transaction() as session:
-        standing = accounts.check_user(session, user_id=uuid.UUID(claims["sub"]))
-    return _token_info(standing, scopes=rt.role_scopes.get(standing.user.role, []) if standing.user else [])
+        standing = accounts.check_session(session, user_id=uuid.UUID(claims["sub"]),
+                                          family_id=uuid.UUID(claims["fam"]))
+    info = _token_info(standing, scopes=rt.role_scopes.get(standing.user.role, []) if standing.user else [])
+    info["familyId"] = claims["fam"]
+    return info
+
+
+def authenticate_cookie(token: str, request: Any = None) -> dict[str, Any]:
+    """Verify the `hub_session` cookie (an access token) and return `token_info`, as the bearer scheme does.
+
+    CSRF: a browser attaches the cookie to cross-site requests too, so POST, PATCH and DELETE
+    sent with it must carry `X-Requested-With`, a header cross-site forms cannot set and
+    cross-origin scripts cannot send without passing CORS (OWASP CSRF cheat sheet, "custom
+    request headers"). Raises ApiError 401 INVALID_TOKEN, 403 PERMISSION_DENIED without it.
+    """
+    if api_tokens.looks_like_api_token(token):
+        AUTH_FAILURES.labels(code="INVALID_TOKEN").inc()
+        raise ApiError(*INVALID_TOKEN)
+    if request is not None and request.method.upper() not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
+        AUTH_FAILURES.labels(code="PERMISSION_DENIED").inc()
+        raise ApiError(403, "PERMISSION_DENIED", f"A cookie session needs the {CSRF_HEADER} header on {request.method}",
+                       details={"header": CSRF_HEADER})
+    info = authenticate_bearer(token)
+    info["via"] = "cookie"
+    return info
+
+
+def session_cookie(token: str, *, max_age: int) -> str:
+    """The `Set-Cookie` value of a cookie session holding `token` (empty and expired to clear it)."""
+    return f"{SESSION_COOKIE}={token}; Max-Age={max_age}; Path=/api/v1; HttpOnly; Secure; SameSite=Lax"
 
 
 def authenticate_api_key(token: str) -> dict[str, Any]:
@@ -214,3 +250,70 @@ async def _send(response, scope: Scope, receive: Receive, send: Send) -> None:
     await Response(
         content=response.body, status_code=response.status_code, media_type="application/json", headers=response.headers
     )(scope, receive, send)
+
+
+REALM = "integration-hub"
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def no_store_operations(spec: dict[str, Any]) -> set[str]:
+    """The operationIds whose success answer declares a `Cache-Control` header: they carry secrets.
+
+    Declared in the contract (login, refresh, register, API token creation, secret rotations):
+    the middleware below sends `Cache-Control: no-store` on them (RFC 6749 section 5.1).
+    """
+    found = set()
+    for item in spec.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "operationId" not in operation:
+                continue
+            for status, response in (operation.get("responses") or {}).items():
+                if str(status).startswith("2") and "Cache-Control" in (response.get("headers") or {}):
+                    found.add(operation["operationId"])
+    return found
+
+
+class SecurityHeadersMiddleware:
+    """Stamp the response headers every answer owes to its client's security, in one place.
+
+    - `X-Content-Type-Options: nosniff` on every answer; `Strict-Transport-Security` in
+      production (the hub is served over TLS there, behind its proxy).
+    - `Cache-Control: no-store` on the operations whose answer carries a secret
+      (`no_store_operations`, declared in the contract).
+    - `WWW-Authenticate` on every 401 (RFC 6750 section 3): `Bearer realm="integration-hub"`,
+      with `error="invalid_token"` when the request presented a token that was refused.
+
+    Added outside Connexion's exception middleware, so error answers get the headers too.
+    """
+
+    def __init__(self, app: ASGIApp, *, production: bool) -> None:
+        self.app = app
+        self.production = production
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def stamp(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                if self.production:
+                    headers["Strict-Transport-Security"] = HSTS
+                operation_id = (scope.get("state") or {}).get("operation_id")
+                if operation_id in runtime.get().no_store_operations:
+                    headers["Cache-Control"] = "no-store"
+                    headers["Pragma"] = "no-cache"
+                if message["status"] == 401 and "www-authenticate" not in headers:
+                    presented = ', error="invalid_token"' if self._presented_token(scope) else ""
+                    headers["WWW-Authenticate"] = f'Bearer realm="{REALM}"{presented}'
+            await send(message)
+
+        await self.app(scope, receive, stamp)
+
+    def _presented_token(self, scope: Scope) -> bool:
+        headers = dict(scope.get("headers") or [])
+        if headers.get(b"authorization", b"").strip() or headers.get(b"x-api-key", b"").strip():
+            return True
+        return SESSION_COOKIE.encode() + b"=" in headers.get(b"cookie", b"")

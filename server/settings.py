@@ -6,6 +6,7 @@ never read the environment; they receive what they need from this object.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -60,6 +61,8 @@ class Settings(BaseSettings):
     # How long GET /events (and a consumer catching up) can reach back; older events are pruned.
     event_retention_days: int = Field(default=30, alias="HUB_EVENT_RETENTION_DAYS", ge=1, le=3650)
     validate_responses: bool | None = Field(default=None, alias="HUB_VALIDATE_RESPONSES")
+    trusted_proxies: str = Field(default="", alias="HUB_TRUSTED_PROXIES")
+    session_cookies: bool = Field(default=False, alias="HUB_SESSION_COOKIES")
     swagger_ui: bool | None = Field(default=None, alias="HUB_SWAGGER_UI")
 
     @field_validator("jwt_secret")
@@ -102,9 +105,7 @@ class Settings(BaseSettings):
             return [k.strip() for k in self.hub_encryption_keys.split(",") if k.strip()]
         path = self.var_dir / "encryption_key"
         if not path.exists():
-            self.var_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(generate_key())
-            path.chmod(0o600)
+            _write_private(path, generate_key())
         return [path.read_text().strip()]
 
     @property
@@ -147,10 +148,46 @@ class Settings(BaseSettings):
             return self.jwt_secret
         path = self.var_dir / "jwt_secret"
         if not path.exists():
-            self.var_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
+            _write_private(path, secrets.token_urlsafe(48))
         return path.read_text().strip()
+
+    @property
+    def forwarded_allow_ips(self) -> str:
+        """`HUB_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For`/`-Proto` the hub believes.
+
+        Comma-separated IPs or CIDRs (uvicorn's `forwarded_allow_ips`); empty (the default)
+        trusts no proxy, so the client IP is always the TCP peer's. Set it to your reverse
+        proxy's address, never to `*` on a port the internet can reach.
+        """
+        return ",".join(item.strip() for item in self.trusted_proxies.split(",") if item.strip())
+
+    def prepare_var_dir(self) -> None:
+        """Create `HUB_VAR_DIR` private (0700) and the SQLite database file in it 0600.
+
+        SQLite would create the file with the process umask (often world-readable); it holds
+        password hashes and sealed secrets, so it is created here first, owner-only. A database
+        outside `HUB_VAR_DIR` (set by `DATABASE_URL`) is the operator's to protect.
+        """
+        _private_dir(self.var_dir)
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix):
+            path = Path(self.database_url[len(prefix):].split("?", 1)[0])
+            if path.parent.resolve() == self.var_dir.resolve() and not path.exists():
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _private_dir(path: Path) -> None:
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)  # mkdir's mode is masked by the umask
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create `path` owner-only (0600) from the first byte, in a private (0700) directory."""
+    _private_dir(path.parent)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
 
 
 def load_settings(**overrides) -> Settings:

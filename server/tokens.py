@@ -38,11 +38,17 @@ class TokenConfig:
         return hashlib.sha256(self.secret.encode()).hexdigest()[:16]
 
 
-def mint_access(config: TokenConfig, *, user_id: uuid.UUID, tenant_id: uuid.UUID | None, role: str) -> str:
-    """Return a signed access token for the user (valid `config.access_ttl` seconds)."""
+def mint_access(config: TokenConfig, *, user_id: uuid.UUID, tenant_id: uuid.UUID | None, role: str,
+                family_id: uuid.UUID) -> str:
+    """Return a signed access token for the user (valid `config.access_ttl` seconds).
+
+    `fam` carries the login (refresh-token family) it belongs to, so revoking the login
+    (logout, refresh-token reuse) refuses the access token at once (server/security.py).
+    """
     return _encode(
         config,
-        {"sub": str(user_id), "tid": str(tenant_id) if tenant_id else None, "role": role, "typ": "access"},
+        {"sub": str(user_id), "tid": str(tenant_id) if tenant_id else None, "role": role, "typ": "access",
+         "fam": str(family_id)},
         ttl=config.access_ttl,
         jti=str(uuid.uuid4()),
     )
@@ -80,6 +86,7 @@ def decode(config: TokenConfig, token: str, *, typ: str) -> dict[str, Any]:
             raise jwt.InvalidTokenError("wrong token type")
         uuid.UUID(claims["sub"])
         uuid.UUID(claims["jti"])
+        uuid.UUID(claims["fam"])  # access: its login; refresh: its family
     except jwt.ExpiredSignatureError:
         raise ApiError(401, "INVALID_TOKEN", "Token has expired") from None
     except (jwt.InvalidTokenError, ValueError, TypeError, KeyError):

@@ -68,6 +68,7 @@ class Captured:
     provider_tokens: list[str] = field(default_factory=list)  # issued by the sandbox during the OAuth flow
     hub_bearers: list[str] = field(default_factory=list)  # the callers' own Authorization header values
     hub_api_token: str = ""  # a hub API token (X-API-Key); shown once, in its creation response
+    hub_jwts: list[str] = field(default_factory=list)  # access and refresh JWTs from register, login, refresh
     tenant_id: str = ""
     resource_ids: set[str] = field(default_factory=set)
 
@@ -121,7 +122,18 @@ def _expect(response, status: int) -> dict:
 
 def _run_scenario(client, super_admin: factories.Account, sandbox, secrets: Secrets, captured: Captured) -> None:
     base_url = sandbox.base_url
-    admin = factories.register(client)
+    # Registered with an Idempotency-Key (its answer, two JWTs, is kept for replays), then
+    # signed in again and refreshed: every JWT the hub hands out here is searched for below.
+    email = f"{factories.unique('leak')}@example.com"
+    registered = _expect(client.post("/api/v1/auth/register", headers={"Idempotency-Key": factories.unique("reg-")},
+                                     json={"email": email, "password": factories.PASSWORD, "name": "Lea Leak",
+                                           "tenantName": factories.unique("Leak ")}), 201)
+    signed_in = _expect(client.post("/api/v1/auth/login", json={"email": email, "password": factories.PASSWORD}), 200)
+    refreshed = _expect(client.post("/api/v1/auth/refresh", json={"refreshToken": signed_in["refreshToken"]}), 200)
+    for answer in (registered, signed_in, refreshed):
+        captured.hub_jwts += [answer["accessToken"], answer["refreshToken"]]
+    admin = factories.Account(email, factories.PASSWORD, refreshed["accessToken"], refreshed["refreshToken"],
+                              refreshed["user"], refreshed)
     captured.tenant_id = admin.tenant_id
     captured.hub_bearers += [admin.access_token, super_admin.access_token]
 
@@ -205,7 +217,8 @@ def _run_scenario(client, super_admin: factories.Account, sandbox, secrets: Secr
     _expect(client.post(f"{BASE}/{api_key['id']}/disconnect", headers=admin.headers), 200)
 
     # The audit log, read through the API by the tenant (with a hub API token too) and the platform.
-    created = _expect(client.post("/api/v1/tenant/api-tokens", headers=admin.headers,
+    created = _expect(client.post("/api/v1/tenant/api-tokens",
+                                  headers=admin.headers | {"Idempotency-Key": factories.unique("tok-")},
                                   json={"name": "audit reader", "scopes": ["integrations:read", "audit:read"]}), 201)
     captured.hub_api_token = created["token"]
     for headers in (admin.headers, {"X-API-Key": created["token"]}, {"Authorization": f"Bearer {created['token']}"}):
@@ -266,6 +279,7 @@ class TestScenario:
         assert any(r.name.startswith("hub.") for r in captured.records)
         assert len(captured.provider_tokens) == 2
         assert captured.hub_api_token
+        assert len(captured.hub_jwts) == 6
 
 
 class TestResponses:
@@ -328,7 +342,8 @@ class TestTables:
         with engine().connect() as conn:
             for table in reflected.sorted_tables:
                 cells += [f"{table.name}: {tuple(row)!r}" for row in conn.execute(sa.select(table))]
-        needles = [SENTINEL, *captured.secrets.basic_headers(), *captured.provider_tokens, captured.hub_api_token]
+        needles = [SENTINEL, *captured.secrets.basic_headers(), *captured.provider_tokens, captured.hub_api_token,
+                   *captured.hub_jwts]
         assert _found(needles, cells) == []
 
 

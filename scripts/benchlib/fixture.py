@@ -170,5 +170,5 @@ def _accounts(settings, count: int) -> list[Account]:
             session.add(user)
             session.flush()
             made.append(Account(user.id, tenant.id, mint_access(config, user_id=user.id, tenant_id=tenant.id,
-                                                                role="tenant_admin")))
+                                                                role="tenant_admin", family_id=uuid.uuid4())))
     return made

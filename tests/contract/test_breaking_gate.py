@@ -165,7 +165,7 @@ BREAKING = [
     ("success status removed", _removed_success_status, "POST /auth/login (login): success status 200 removed"),
     ("security added to a public operation", _security_on_public_operation, "POST /auth/login (login): security added to a public operation"),
     ("more required scopes", _more_required_scopes, "GET /auth/me (get_me): x-required-scopes tightened, now also requires ['users:read']"),
-    ("auth scheme dropped", _scheme_dropped, "security requirement(s) [{'apiKeyAuth': []}] no longer accepted"),
+    ("auth scheme dropped", _scheme_dropped, "security requirement(s) [{'apiKeyAuth': []}, {'cookieAuth': []}] no longer accepted"),
     ("role loses a scope", _role_loses_scope, "role 'user' no longer granted ['catalog:read']"),
 ]
 

@@ -57,6 +57,7 @@ def forge(settings, account: factories.Account, *, secret: str = JWT_SECRET, alg
         "iat": now,
         "exp": now + timedelta(minutes=5),
         "jti": str(uuid.uuid4()),
+        "fam": claims_of(account.refresh_token)["fam"],
     } | overrides
     kid = kid if kid is not None else hashlib.sha256(secret.encode()).hexdigest()[:16]
     return jwt.encode(claims, None if algorithm == "none" else secret, algorithm=algorithm, headers={"kid": kid})
@@ -305,8 +306,9 @@ class TestLogout:
     def test_is_idempotent(self, client, tenant_admin):
         body = {"refreshToken": tenant_admin.refresh_token}
         assert client.post(LOGOUT, json=body, headers=tenant_admin.headers).status_code == 204
+        other_login = factories.login(client, tenant_admin.email, tenant_admin.password)
 
-        response = client.post(LOGOUT, json=body, headers=tenant_admin.headers)
+        response = client.post(LOGOUT, json=body, headers=other_login.headers)
 
         assert response.status_code == 204, response.text
 
@@ -327,6 +329,46 @@ class TestLogout:
 
         assert_error(response, 401, "NO_TOKEN")
         assert refresh_row(tenant_admin.refresh_token).revoked_at is None
+
+
+class TestAccessTokenFollowsItsLogin:
+    """Issue 11 item 5: an access token dies with its login (refresh-token family), not 15 minutes later."""
+
+    def test_logout_refuses_the_access_token_at_once(self, client, tenant_admin):
+        assert client.get(ME, headers=tenant_admin.headers).status_code == 200
+
+        logout = client.post(LOGOUT, json={"refreshToken": tenant_admin.refresh_token}, headers=tenant_admin.headers)
+
+        assert logout.status_code == 204, logout.text
+        assert_error(client.get(ME, headers=tenant_admin.headers), 401, "INVALID_TOKEN")
+
+    def test_refresh_token_reuse_refuses_the_access_tokens_of_the_family(self, client, tenant_admin):
+        rotated = client.post(REFRESH, json={"refreshToken": tenant_admin.refresh_token})
+        assert rotated.status_code == 200, rotated.text
+        successor_access = rotated.json()["accessToken"]
+        assert client.get(ME, headers=bearer(successor_access)).status_code == 200
+
+        reuse = client.post(REFRESH, json={"refreshToken": tenant_admin.refresh_token})
+
+        assert_error(reuse, 401, "INVALID_TOKEN")
+        assert_error(client.get(ME, headers=bearer(successor_access)), 401, "INVALID_TOKEN")
+        assert_error(client.get(ME, headers=tenant_admin.headers), 401, "INVALID_TOKEN")
+
+    def test_other_logins_of_the_user_keep_working(self, client, tenant_admin):
+        other_login = factories.login(client, tenant_admin.email, tenant_admin.password)
+
+        client.post(LOGOUT, json={"refreshToken": tenant_admin.refresh_token}, headers=tenant_admin.headers)
+
+        assert client.get(ME, headers=other_login.headers).status_code == 200
+
+    def test_the_access_token_names_its_login(self, tenant_admin):
+        assert claims_of(tenant_admin.access_token)["fam"] == claims_of(tenant_admin.refresh_token)["fam"]
+
+    def test_an_access_token_without_a_login_is_invalid(self, client, tenant_admin):
+        claims = {k: v for k, v in claims_of(tenant_admin.access_token).items() if k != "fam"}
+        token = jwt.encode(claims, JWT_SECRET, algorithm="HS256", headers={"kid": OUR_KID})
+
+        assert_error(client.get(ME, headers=bearer(token)), 401, "INVALID_TOKEN")
 
 
 class TestRegister:
@@ -438,3 +480,74 @@ class TestGetMe:
         assert (body["role"], body["tenantId"], body["tenant"]) == ("super_admin", None, None)
         assert {"profile", "tenants:read", "tenants:write"} <= set(body["permissions"])
         assert "users:write" not in body["permissions"]
+
+
+class TestCookieSession:
+    """Login may set the session as an HttpOnly cookie (backend integration guide, "Or using cookie-based auth")."""
+
+    @pytest.fixture
+    def browser(self, app):
+        """A client that keeps cookies, over https (the cookie is Secure)."""
+        from starlette.testclient import TestClient
+
+        with TestClient(app, base_url="https://testserver", raise_server_exceptions=False) as browser:
+            yield browser
+
+    def _sign_in(self, browser, account: factories.Account):
+        response = browser.post(LOGIN, json={"email": account.email, "password": account.password, "cookie": True})
+        assert response.status_code == 200, response.text
+        return response
+
+    def test_login_sets_an_httponly_secure_lax_cookie(self, browser, tenant_admin):
+        response = self._sign_in(browser, tenant_admin)
+
+        cookie = response.headers["set-cookie"]
+        assert cookie.startswith(f"hub_session={response.json()['accessToken']}; ")
+        assert {"HttpOnly", "Secure", "SameSite=Lax", "Path=/api/v1", "Max-Age=900"} <= set(cookie.split("; "))
+
+    def test_without_the_flag_no_cookie_is_set(self, browser, tenant_admin):
+        response = browser.post(LOGIN, json={"email": tenant_admin.email, "password": tenant_admin.password})
+
+        assert "set-cookie" not in response.headers
+
+    def test_the_cookie_is_accepted_like_the_bearer_token(self, browser, tenant_admin):
+        self._sign_in(browser, tenant_admin)
+
+        response = browser.get(ME)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == tenant_admin.user_id
+
+    def test_unsafe_methods_need_the_csrf_header(self, browser, tenant_admin):
+        self._sign_in(browser, tenant_admin)
+        body = {"name": "ci", "scopes": ["integrations:read"]}
+
+        forged = browser.post("/api/v1/tenant/api-tokens", json=body)
+        sent_by_the_app = browser.post("/api/v1/tenant/api-tokens", json=body, headers={"X-Requested-With": "fetch"})
+
+        error = assert_error(forged, 403, "PERMISSION_DENIED", details={"header": "X-Requested-With"})
+        assert error["message"] == "A cookie session needs the X-Requested-With header on POST"
+        assert sent_by_the_app.status_code == 201, sent_by_the_app.text
+
+    def test_logout_clears_the_cookie_and_ends_the_session(self, browser, tenant_admin):
+        signed_in = self._sign_in(browser, tenant_admin)
+
+        out = browser.post(LOGOUT, json={"refreshToken": signed_in.json()["refreshToken"]},
+                           headers={"X-Requested-With": "fetch"})
+
+        assert out.status_code == 204, out.text
+        assert out.headers["set-cookie"].startswith('hub_session=""; ') or out.headers["set-cookie"].startswith("hub_session=; ")
+        assert "Max-Age=0" in out.headers["set-cookie"]
+        assert "hub_session" not in browser.cookies
+        assert_error(browser.get(ME), 401, "NO_TOKEN")
+        browser.cookies.set("hub_session", signed_in.json()["accessToken"], domain="testserver.local")
+        assert_error(browser.get(ME), 401, "INVALID_TOKEN")  # the cookie replayed after logout
+
+    def test_an_api_token_is_no_session_cookie(self, browser, tenant_admin):
+        created = browser.post("/api/v1/tenant/api-tokens", json={"name": "ci", "scopes": ["integrations:read"]},
+                               headers=tenant_admin.headers)
+
+        browser.cookies.set("hub_session", created.json()["token"], domain="testserver.local")
+        response = browser.get(ME)
+
+        assert_error(response, 401, "INVALID_TOKEN")

@@ -593,3 +593,82 @@ class TestTokenRefresh:
         assert [r["grant_type"] for r in token_requests] == ["authorization_code", "refresh_token"]
         assert db_connection(sandbox_integration).status == "active"
         assert connection_test(client, tenant_admin, sandbox_integration)["success"] is True
+
+
+class TestRevocationAtTheProvider:
+    """Issue 11 item 7: tokens the hub drops are revoked at the provider (RFC 7009), best effort, audited."""
+
+    def _provider_token(self, sandbox, value: str):
+        return sandbox.state.find_access_token(value) or sandbox.state.find_refresh_token(value)
+
+    def _sandbox_api(self, sandbox, access_token: str) -> int:
+        return httpx.get(f"{sandbox.base_url}/me", headers={"Authorization": f"Bearer {access_token}"}).status_code
+
+    def test_disconnect_revokes_the_tokens_at_the_provider(self, client, tenant_admin, sandbox_integration, sandbox):
+        connect(client, tenant_admin, sandbox_integration)
+        tokens = stored_credentials(sandbox_integration)
+        assert self._sandbox_api(sandbox, tokens["accessToken"]) == 200
+
+        response = client.post(f"{BASE}/{sandbox_integration['id']}/disconnect", headers=tenant_admin.headers)
+
+        assert response.status_code == 200, response.text
+        assert self._sandbox_api(sandbox, tokens["accessToken"]) == 401
+        assert self._provider_token(sandbox, tokens["refreshToken"]).refresh_revoked
+        row = db_connection(sandbox_integration)
+        [entry] = audit_entries(row.id, "connection.revoke")
+        assert entry.outcome == "success"
+        assert entry.changes == {"reason": "disconnect", "tokenTypeHint": "refresh_token", "error": None}
+
+    def test_a_provider_that_fails_does_not_block_the_disconnect(self, client, super_admin, tenant_admin, sandbox):
+        fields = factories.sandbox_provider_fields(sandbox.base_url)
+        fields["oauthConfig"] = fields["oauthConfig"] | {"revocationUrl": f"{sandbox.base_url}/no-such-endpoint"}
+        provider = factories.create_provider(client, super_admin, **fields)
+        integration = factories.enable_integration(client, tenant_admin, provider["id"])
+        connect(client, tenant_admin, integration)
+        tokens = stored_credentials(integration)
+
+        response = client.post(f"{BASE}/{integration['id']}/disconnect", headers=tenant_admin.headers)
+
+        assert response.status_code == 200, response.text
+        assert db_connection(integration).status == "revoked"
+        [entry] = audit_entries(db_connection(integration).id, "connection.revoke")
+        assert entry.outcome == "failure"
+        assert entry.changes["error"] == "the revocation endpoint answered 404"
+        assert self._sandbox_api(sandbox, tokens["accessToken"]) == 200  # the provider was not told
+
+    def test_replaced_oauth_credentials_are_revoked(self, client, tenant_admin, sandbox_integration, sandbox):
+        connect(client, tenant_admin, sandbox_integration)
+        old = stored_credentials(sandbox_integration)
+
+        response = client.patch(f"{BASE}/{sandbox_integration['id']}/credentials", headers=tenant_admin.headers,
+                                json={"credentialType": "oauth", "credentials": {"accessToken": "replacement-token"}})
+
+        assert response.status_code == 200, response.text
+        assert self._sandbox_api(sandbox, old["accessToken"]) == 401
+        [entry] = audit_entries(db_connection(sandbox_integration).id, "connection.revoke")
+        assert (entry.outcome, entry.changes["reason"]) == ("success", "credentials_replaced")
+
+    def test_without_a_revocation_url_nothing_is_sent(self, client, super_admin, tenant_admin, sandbox):
+        fields = factories.sandbox_provider_fields(sandbox.base_url)
+        fields["oauthConfig"] = {k: v for k, v in fields["oauthConfig"].items() if k != "revocationUrl"}
+        provider = factories.create_provider(client, super_admin, **fields)
+        integration = factories.enable_integration(client, tenant_admin, provider["id"])
+        connect(client, tenant_admin, integration)
+        tokens = stored_credentials(integration)
+
+        assert client.post(f"{BASE}/{integration['id']}/disconnect", headers=tenant_admin.headers).status_code == 200
+
+        assert audit_entries(db_connection(integration).id, "connection.revoke") == []
+        assert self._sandbox_api(sandbox, tokens["accessToken"]) == 200
+
+
+class TestRefreshAsksForNoScope:
+    def test_the_refresh_request_carries_no_scope(self, client, tenant_admin, sandbox_integration,
+                                                  short_lived_tokens, token_requests):
+        connect(client, tenant_admin, sandbox_integration)
+
+        assert connection_test(client, tenant_admin, sandbox_integration)["success"] is True
+
+        refresh = [r for r in token_requests if r["grant_type"] == "refresh_token"]
+        assert len(refresh) == 1
+        assert "scope" not in refresh[0], refresh[0]

@@ -2,7 +2,8 @@
 
 A retry with the same key and body replays the first answer (`Idempotent-Replayed: true`) and
 creates nothing; the same key with another body answers 422; a retry while the first request
-is still running answers 409. Keys are per tenant and kept 24 hours.
+is still running answers 409. Keys are per principal (API token, user, or client IP when
+anonymous), kept 24 hours, and the stored answers are sealed at rest.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import func, select
 
+from persistence import idempotency, vault
 from persistence.db import transaction
 from persistence.models import ApiToken, AuditEntry, IdempotencyRecord, Integration, utcnow
 from tests import factories
@@ -49,9 +51,9 @@ def creations_audited(tenant_id: str) -> int:
             AuditEntry.tenant_id == uuid.UUID(tenant_id), AuditEntry.action == "integration.create")).one()
 
 
-def record(tenant_id: str, key: str) -> IdempotencyRecord | None:
+def record(account: factories.Account, key: str) -> IdempotencyRecord | None:
     with transaction() as session:
-        return session.exec(select(IdempotencyRecord).where(IdempotencyRecord.scope == f"tenant:{tenant_id}",
+        return session.exec(select(IdempotencyRecord).where(IdempotencyRecord.scope == f"user:{account.user_id}",
                                                             IdempotencyRecord.key == key)).first()
 
 
@@ -98,10 +100,11 @@ class TestReplay:
     def test_stores_the_answer(self, client, tenant_admin, body, key):
         first = post(client, tenant_admin, INTEGRATIONS, body, key)
 
-        row = record(tenant_admin.tenant_id, key)
+        row = record(tenant_admin, key)
 
         assert (row.state, row.response_status, row.request_hash) == ("done", 201, fingerprint(INTEGRATIONS, body))
-        assert json.loads(row.response_body) == first.json()
+        assert json.loads(idempotency.stored_body(row)) == first.json()
+        assert first.json()["id"] not in row.response_body  # sealed at rest
 
     def test_without_a_key_each_post_runs(self, client, tenant_admin, provider):
         body = {"name": factories.unique("CI "), "scopes": ["integrations:read"]}
@@ -159,13 +162,69 @@ class TestScope:
         assert len(integrations_named(tenant_admin.tenant_id, body["name"])) == 1
 
 
+    def test_an_api_token_never_replays_its_admins_answer(self, client, tenant_admin, key):
+        # Issue 11 item 1: a token holding only api_tokens:write sent its admin's key and body and
+        # received the admin's new token in clear.
+        body = {"name": factories.unique("CI "), "scopes": ["api_tokens:write"]}
+        writer = post(client, tenant_admin, TOKENS, {"name": factories.unique("w "), "scopes": ["api_tokens:write"]},
+                      None).json()["token"]
+        admins = post(client, tenant_admin, TOKENS, body, key)
+
+        headers = {"X-API-Key": writer, "Content-Type": "application/json", "Idempotency-Key": key}
+        theirs = client.post(TOKENS, content=json.dumps(body).encode(), headers=headers)
+
+        assert (admins.status_code, theirs.status_code) == (201, 201), theirs.text
+        assert "Idempotent-Replayed" not in theirs.headers
+        assert theirs.json()["token"] != admins.json()["token"]
+        assert admins.json()["token"] not in theirs.text
+
+    def test_two_users_of_one_tenant_do_not_share_keys(self, client, tenant_admin, key):
+        colleague = factories.add_user(client, tenant_admin, role="tenant_admin")
+        body = {"name": factories.unique("CI "), "scopes": ["integrations:read"]}
+        mine = post(client, tenant_admin, TOKENS, body, key)
+
+        theirs = post(client, colleague, TOKENS, body, key)
+
+        assert (mine.status_code, theirs.status_code) == (201, 201), theirs.text
+        assert "Idempotent-Replayed" not in theirs.headers
+        assert theirs.json()["token"] != mine.json()["token"]
+
+    def test_an_api_token_replays_its_own_answer(self, client, tenant_admin, key):
+        writer = post(client, tenant_admin, TOKENS, {"name": factories.unique("w "), "scopes": ["api_tokens:write"]},
+                      None).json()["token"]
+        body = {"name": factories.unique("CI "), "scopes": ["api_tokens:write"]}
+        headers = {"X-API-Key": writer, "Content-Type": "application/json", "Idempotency-Key": key}
+
+        first = client.post(TOKENS, content=json.dumps(body).encode(), headers=headers)
+        second = client.post(TOKENS, content=json.dumps(body).encode(), headers=headers)
+
+        assert (first.status_code, second.status_code) == (201, 201), second.text
+        assert second.headers["Idempotent-Replayed"] == "true"
+        assert second.json() == first.json()
+
+
+class TestSealedAtRest:
+    def test_a_sealed_answer_copied_to_another_record_does_not_replay(self, client, tenant_admin, body, key):
+        first = post(client, tenant_admin, INTEGRATIONS, body, key)
+        other_key = factories.unique("key-")
+        assert post(client, tenant_admin, INTEGRATIONS, body | {"name": factories.unique("O ")}, other_key).status_code == 201
+        with transaction() as session:
+            session.exec(sa.update(IdempotencyRecord)
+                         .where(IdempotencyRecord.scope == f"user:{tenant_admin.user_id}",
+                                IdempotencyRecord.key == other_key)
+                         .values(response_body=record(tenant_admin, key).response_body))
+        with pytest.raises(vault.VaultError):
+            idempotency.stored_body(record(tenant_admin, other_key))
+        assert first.status_code == 201
+
+
 class TestKeyValidation:
     def test_key_longer_than_255_is_rejected(self, client, tenant_admin, body):
         response = post(client, tenant_admin, INTEGRATIONS, body, "k" * 256)
 
         assert_error(response, 400, "VALIDATION_ERROR")
         assert integrations_named(tenant_admin.tenant_id, body["name"]) == []
-        assert record(tenant_admin.tenant_id, "k" * 256) is None
+        assert record(tenant_admin, "k" * 256) is None
 
     def test_key_of_255_is_accepted(self, client, tenant_admin, body):
         key = factories.unique("k") + "k" * 244
@@ -179,23 +238,23 @@ class TestKeyValidation:
 
 
 class TestInProgress:
-    def _claim(self, tenant_id: str, key: str, request_hash: str) -> None:
+    def _claim(self, account: factories.Account, key: str, request_hash: str) -> None:
         """Claim `key` as a concurrent request still running would have."""
         with transaction() as session:
-            session.add(IdempotencyRecord(scope=f"tenant:{tenant_id}", key=key, request_hash=request_hash))
+            session.add(IdempotencyRecord(scope=f"user:{account.user_id}", key=key, request_hash=request_hash))
 
     def test_duplicate_while_the_first_runs_is_a_conflict(self, client, tenant_admin, body, key):
-        self._claim(tenant_admin.tenant_id, key, fingerprint(INTEGRATIONS, body))
+        self._claim(tenant_admin, key, fingerprint(INTEGRATIONS, body))
 
         response = post(client, tenant_admin, INTEGRATIONS, body, key)
 
         assert_error(response, 409, "CONFLICT", message="A request with this Idempotency-Key is still in progress",
                      details={"field": "Idempotency-Key"})
         assert integrations_named(tenant_admin.tenant_id, body["name"]) == []
-        assert record(tenant_admin.tenant_id, key).state == "in_progress"  # the first request's claim stays
+        assert record(tenant_admin, key).state == "in_progress"  # the first request's claim stays
 
     def test_different_body_while_the_first_runs_is_a_mismatch(self, client, tenant_admin, body, key):
-        self._claim(tenant_admin.tenant_id, key, "0" * 64)
+        self._claim(tenant_admin, key, "0" * 64)
 
         response = post(client, tenant_admin, INTEGRATIONS, body, key)
 
@@ -204,16 +263,16 @@ class TestInProgress:
 
 
 class TestExpiry:
-    def _age(self, tenant_id: str, key: str, hours: float) -> None:
+    def _age(self, account: factories.Account, key: str, hours: float) -> None:
         with transaction() as session:
             session.exec(sa.update(IdempotencyRecord)
-                         .where(IdempotencyRecord.scope == f"tenant:{tenant_id}", IdempotencyRecord.key == key)
+                         .where(IdempotencyRecord.scope == f"user:{account.user_id}", IdempotencyRecord.key == key)
                          .values(created_at=utcnow() - timedelta(hours=hours)))
 
     def test_key_older_than_24_hours_runs_the_request_again(self, client, tenant_admin, key):
         body = {"name": factories.unique("CI "), "scopes": ["integrations:read"]}
         first = post(client, tenant_admin, TOKENS, body, key)
-        self._age(tenant_admin.tenant_id, key, hours=24.5)
+        self._age(tenant_admin, key, hours=24.5)
 
         again = post(client, tenant_admin, TOKENS, body, key)
 
@@ -223,12 +282,12 @@ class TestExpiry:
         with transaction() as session:
             rows = session.exec(select(ApiToken).where(ApiToken.name == body["name"])).all()
         assert len(rows) == 2
-        assert record(tenant_admin.tenant_id, key).response_body == again.text
+        assert idempotency.stored_body(record(tenant_admin, key)) == again.text
 
     def test_expired_answer_is_never_replayed(self, client, tenant_admin, body, key):
         with transaction() as session:
             session.add(IdempotencyRecord(
-                scope=f"tenant:{tenant_admin.tenant_id}", key=key, request_hash=fingerprint(INTEGRATIONS, body),
+                scope=f"user:{tenant_admin.user_id}", key=key, request_hash=fingerprint(INTEGRATIONS, body),
                 state="done", response_status=201, response_body='{"stale": true}',
                 response_headers={"content-type": "application/json"}, created_at=utcnow() - timedelta(hours=25)))
 
@@ -241,7 +300,7 @@ class TestExpiry:
 
     def test_key_younger_than_24_hours_still_replays(self, client, tenant_admin, body, key):
         first = post(client, tenant_admin, INTEGRATIONS, body, key)
-        self._age(tenant_admin.tenant_id, key, hours=23.5)
+        self._age(tenant_admin, key, hours=23.5)
 
         again = post(client, tenant_admin, INTEGRATIONS, body, key)
 

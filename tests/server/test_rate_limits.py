@@ -22,6 +22,8 @@ import pytest
 from limits import RateLimitItemPerMinute
 from starlette.testclient import TestClient
 
+from persistence import users
+from persistence.db import transaction
 from server import ratelimit, runtime
 from server.app import API_SPEC, HTTP_METHODS, ROOT_SPEC, load_spec
 from server.errors import ApiError
@@ -298,6 +300,66 @@ class TestLoginThrottle:
         assert (refused.value.status, refused.value.code, refused.value.details) == (
             429, "RATE_LIMIT_EXCEEDED", {"limit": "login-email"})
         assert 0 < refused.value.retry_after <= 15 * 60
+
+
+class TestNoLockout:
+    """Issue 11 item 3: failures from elsewhere never lock the owner out at the address it signs in from."""
+
+    @staticmethod
+    def _from(app, address: str) -> TestClient:
+        return TestClient(app, raise_server_exceptions=False, client=(address, 50000))
+
+    @staticmethod
+    def _addresses(count: int) -> list[str]:
+        return [f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}" for _ in range(count)]
+
+    def test_failures_from_elsewhere_do_not_lock_out_the_last_signed_in_address(self, app, tenant_admin, monkeypatch):
+        unscaled(monkeypatch)
+        home, attacker = self._addresses(2)
+        good = {"email": tenant_admin.email, "password": tenant_admin.password}
+        assert self._from(app, home).post(LOGIN, json=good).status_code == 200
+        failures = [self._from(app, attacker).post(LOGIN, json=good | {"password": "not-the-password"})
+                    for _ in range(10)]
+
+        refused = self._from(app, attacker).post(LOGIN, json=good)
+        owner = self._from(app, home).post(LOGIN, json=good)
+
+        assert [r.status_code for r in failures] == [401] * 10
+        assert_too_many(refused, "login-email")
+        assert owner.status_code == 200, owner.text
+
+    def test_failures_spread_over_addresses_slow_down_every_unknown_address(self, app, tenant_admin, monkeypatch):
+        unscaled(monkeypatch)
+        *attackers, newcomer = self._addresses(6)
+        wrong = {"email": tenant_admin.email, "password": "not-the-password"}
+        for address in attackers:
+            for _ in range(2):
+                assert self._from(app, address).post(LOGIN, json=wrong).status_code == 401
+
+        refused = self._from(app, newcomer).post(LOGIN, json={"email": tenant_admin.email,
+                                                              "password": tenant_admin.password})
+
+        assert_too_many(refused, "login-email")
+
+    def test_guessing_from_the_owners_address_is_throttled_per_address(self, app, tenant_admin, monkeypatch):
+        unscaled(monkeypatch)
+        home, = self._addresses(1)
+        good = {"email": tenant_admin.email, "password": tenant_admin.password}
+        assert self._from(app, home).post(LOGIN, json=good).status_code == 200
+        for _ in range(10):
+            self._from(app, home).post(LOGIN, json=good | {"password": "not-the-password"})
+
+        refused = self._from(app, home).post(LOGIN, json=good)
+
+        assert_too_many(refused, "login-email-ip")
+
+    def test_the_last_signed_in_address_is_recorded(self, app, tenant_admin):
+        home, = self._addresses(1)
+
+        self._from(app, home).post(LOGIN, json={"email": tenant_admin.email, "password": tenant_admin.password})
+
+        with transaction() as session:
+            assert users.last_login_ip(session, email=tenant_admin.email.upper()) == home
 
 
 class TestRegisterThrottle:
