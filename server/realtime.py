@@ -31,13 +31,15 @@ from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import Router, WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, Router, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from persistence import event_stream
 from persistence.db import transaction
-from server import fanout, runtime, security
+from server import asyncapi, fanout, runtime, security
 from server.errors import ApiError
 
 # WebSocket close codes (RFC 6455 section 7.4.1).
@@ -72,6 +74,7 @@ READ_OPERATIONS: dict[str, str] = {
 }
 MAX_MESSAGE_BYTES = 16 * 1024  # a client message larger than this is refused (VALIDATION_ERROR)
 MAX_CHANNELS = 50
+ASYNCAPI_PATH = "/api/v1/asyncapi.yaml"
 REPLAY_PAGE = 500
 
 logger = logging.getLogger("hub.realtime")
@@ -685,8 +688,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     await Socket(websocket).run()
 
 
-class WebSocketRoutes:
-    """ASGI middleware serving the hub's WebSocket routes (`/ws`); every other request passes on.
+async def asyncapi_document(request: Request) -> Response:
+    """`GET /api/v1/asyncapi.yaml`: the AsyncAPI document of `/ws`, bundled (public, like openapi.json)."""
+    body = await run_in_threadpool(asyncapi.bundled_yaml)
+    return Response(body, media_type="application/yaml")
+
+
+class RealtimeRoutes:
+    """ASGI middleware serving `/ws` and its AsyncAPI document; every other request passes on.
 
     Connexion's AsyncApp routes only HTTP operations of its specs (`add_url_rule` makes HTTP
     routes, and its root API is mounted at `""`, which would take `/ws` first), so the app
@@ -696,11 +705,12 @@ class WebSocketRoutes:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.router = Router(routes=[WebSocketRoute("/ws", websocket_endpoint, name="realtime")])
-        self.paths = {"/ws"}
+        self.router = Router(routes=[WebSocketRoute("/ws", websocket_endpoint, name="realtime"),
+                                     Route(ASYNCAPI_PATH, asyncapi_document, methods=["GET"], name="asyncapi")])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope.get("path") in self.paths:
+        path = scope.get("path")
+        if (scope["type"] == "websocket" and path == "/ws") or (scope["type"] == "http" and path == ASYNCAPI_PATH):
             await self.router(scope, receive, send)
             return
         await self.app(scope, receive, send)
