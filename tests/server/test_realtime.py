@@ -482,3 +482,20 @@ class TestAsyncApiDocument:
         document = yaml.safe_load(response.text)
         assert document["asyncapi"].startswith("3.") and document["channels"]["realtime"]["address"] == "/ws"
         assert "components/" not in json.dumps(document).replace("#/components/", "")
+
+    def test_valid_for_the_official_asyncapi_parser(self):
+        """@asyncapi/parser (package.json) accepts the source document, its OpenAPI $refs resolved."""
+        import os
+        import shutil
+        import subprocess
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parents[2]
+        if shutil.which("node") is None or not (root / "node_modules" / "@asyncapi" / "parser").is_dir():
+            if os.environ.get("CI") == "true":
+                pytest.fail("node and `npm ci` are needed for the AsyncAPI validation in CI", pytrace=False)
+            pytest.skip("node or node_modules/@asyncapi/parser missing (run npm ci): AsyncAPI validation skipped")
+        result = subprocess.run(["node", "scripts/asyncapi-validate.mjs", "openapi/asyncapi.yaml"], cwd=root,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "openapi/asyncapi.yaml: valid AsyncAPI 3.0.0 (15 messages)" in result.stdout
