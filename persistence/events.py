@@ -17,11 +17,12 @@ it periodically; `integration-hub events prune` runs it by hand).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event as sa_event
 from sqlmodel import Session, select
 from ulid import ULID
 
@@ -31,6 +32,10 @@ from persistence.errors import InvalidInput, NotFound
 from persistence.models import Event, utcnow
 
 EVENT_ID_PREFIX = "evt_"
+# PostgreSQL NOTIFY channel woken with a tenant id when a transaction holding its events commits.
+NOTIFY_CHANNEL = "hub_events"
+_PENDING_KEY = "hub_event_tenants"  # Session.info key: tenants whose events this transaction wrote
+_commit_listeners: list[Callable[[set[uuid.UUID]], None]] = []
 
 
 def new_event_id() -> str:
@@ -72,7 +77,51 @@ def record_change(
     session.add(event)
     session.flush()  # takes `seq` now, under the chain lock audit.record holds
     webhooks.enqueue_deliveries(session, event=event)
+    _note_for_commit(session, tenant_id)
     return event
+
+
+def add_commit_listener(listener: Callable[[set[uuid.UUID]], None]) -> None:
+    """Call `listener(tenant_ids)` after each commit that wrote events (in the committing thread).
+
+    Realtime delivery installs its wake-up here (server/fanout.py), so persistence needs no
+    knowledge of what listens. A listener must be quick and never raise into the committer:
+    its exceptions are swallowed. Adding the same listener twice has no effect.
+    """
+    if listener not in _commit_listeners:
+        _commit_listeners.append(listener)
+
+
+def remove_commit_listener(listener: Callable[[set[uuid.UUID]], None]) -> None:
+    """Stop calling `listener` after commits (no error when it was not added)."""
+    if listener in _commit_listeners:
+        _commit_listeners.remove(listener)
+
+
+def _note_for_commit(session: Session, tenant_id: uuid.UUID) -> None:
+    pending = session.info.setdefault(_PENDING_KEY, set())
+    if tenant_id not in pending and session.get_bind().dialect.name == "postgresql":
+        # Delivered by PostgreSQL at commit, never for a rolled-back transaction: the LISTENing
+        # hub processes wake up exactly when the events become readable.
+        session.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, str(tenant_id))))
+    pending.add(tenant_id)
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    tenants = session.info.pop(_PENDING_KEY, None)
+    if not tenants:
+        return
+    for listener in list(_commit_listeners):
+        try:
+            listener(set(tenants))
+        except Exception:  # noqa: BLE001 - a listener's fault must not fail a committed request
+            pass
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
 
 
 def get(session: Session, *, tenant_id: uuid.UUID, event_id: str) -> Event:

@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json", help="where to write the JSON")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench", help="database, logs, scratch")
     parser.add_argument("--keep-db", action="store_true", help="keep the benchmark database afterwards")
+    parser.add_argument("--only", choices=["realtime"], help="run one section alone (realtime: 1,000 WebSocket subscribers)")
     args = parser.parse_args(argv)
+    if args.only == "realtime":
+        return _realtime_only(args)
     mode_name = "quick" if args.quick else "full"
     mode = MODES[mode_name]
     use_wrk = wrk.available() and not args.no_wrk
@@ -119,6 +122,25 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep_db:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{env.db_path}{suffix}").unlink(missing_ok=True)
+    return 0
+
+
+def _realtime_only(args: argparse.Namespace) -> int:
+    from benchlib import realtime
+
+    sockets, rounds = (100, 3) if args.quick else (1000, 20)
+    figures = realtime.measure(sockets=sockets, rounds=rounds, log=log)
+    out = args.out.with_name("bench-realtime.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2))
+    targets = figures["targets"]
+    print(f"Realtime, {figures['sockets']} WebSocket subscribers on one process, {figures['rounds']} events:")
+    print(f"  delivery p50 {figures['p50_ms']} ms (target <= 50: {targets['p50_ms']}), "
+          f"p99 {figures['p99_ms']} ms (target <= 250: {targets['p99_ms']}), max {figures['max_ms']} ms")
+    print(f"  last socket served, median over events: {figures['all_delivered_p50_ms']} ms")
+    print(f"  memory per idle socket {figures['kib_per_idle_socket']} KiB (target <= 50: "
+          f"{targets['kib_per_idle_socket']}); server RSS {figures['server_rss_idle_mib']} MiB")
+    print(f"Wrote {out}")
     return 0
 
 

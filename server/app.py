@@ -19,7 +19,7 @@ from connexion.spec import Specification
 
 from connectors.outbound import OutboundPolicy
 from persistence import db, vault
-from server import connexion_patches, errors, idempotency, ratelimit, runtime
+from server import connexion_patches, errors, idempotency, ratelimit, realtime, runtime
 from server.cors import EnvelopeCORSMiddleware
 from server.deprecation import DeprecationMiddleware
 from server.observability import configure_logging
@@ -220,6 +220,8 @@ def add_middleware(app: AsyncApp, settings: Settings, specs: list[dict[str, Any]
     app.add_middleware(PermissionMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     app.add_middleware(idempotency.IdempotencyMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     app.add_middleware(DeprecationMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, specs=specs)
+    # WebSocket /ws and its AsyncAPI document, inside the request-id/log and exception middleware.
+    app.add_middleware(realtime.RealtimeRoutes, position=MiddlewarePosition.BEFORE_SWAGGER)
     # Each middleware added at BEFORE_EXCEPTION lands inside the ones added before it: the
     # request context goes first so it wraps CORS, and preflight answers carry X-Request-ID too.
     app.add_middleware(

@@ -40,6 +40,9 @@ class RequestContextMiddleware:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -75,6 +78,28 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             self._log(scope, request_id, status_holder["status"], time.perf_counter() - started)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A socket gets a request id like a request (in the handshake answer's X-Request-ID) and
+        # one log line when it ends: status 101 once accepted (403 when refused at handshake).
+        headers = dict(scope.get("headers") or [])
+        request_id = adopt_request_id(headers.get(b"x-request-id", b"").decode("latin-1"))
+        set_request_id(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status_holder = {"status": 403}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "websocket.accept":
+                status_holder["status"] = 101
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            scope.setdefault("state", {}).setdefault("operation_id", "websocket")
+            self._log({**scope, "method": "WS"}, request_id, status_holder["status"], time.perf_counter() - started)
 
     @staticmethod
     def _log(scope: Scope, request_id: str, status: int, elapsed: float) -> None:

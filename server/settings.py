@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     validate_responses: bool | None = Field(default=None, alias="HUB_VALIDATE_RESPONSES")
     trusted_proxies: str = Field(default="", alias="HUB_TRUSTED_PROXIES")
     session_cookies: bool = Field(default=False, alias="HUB_SESSION_COOKIES")
+    # Realtime (WebSocket /ws, SSE /api/v1/events/stream): README "Realtime".
+    ws_ping_seconds: float = Field(default=30.0, alias="HUB_WS_PING_SECONDS", gt=0)
+    ws_idle_timeout_seconds: float = Field(default=90.0, alias="HUB_WS_IDLE_TIMEOUT_SECONDS", gt=0)
+    ws_auth_timeout_seconds: float = Field(default=10.0, alias="HUB_WS_AUTH_TIMEOUT_SECONDS", gt=0)
+    sse_ping_seconds: float = Field(default=15.0, alias="HUB_SSE_PING_SECONDS", gt=0)
+    realtime_queue_size: int = Field(default=1000, alias="HUB_REALTIME_QUEUE_SIZE", ge=1, le=100_000)
+    realtime_recheck_seconds: float = Field(default=30.0, alias="HUB_REALTIME_RECHECK_SECONDS", gt=0, le=60)
+    realtime_poll_seconds: float = Field(default=1.0, alias="HUB_REALTIME_POLL_SECONDS", gt=0, le=60)
     swagger_ui: bool | None = Field(default=None, alias="HUB_SWAGGER_UI")
 
     @field_validator("jwt_secret")

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 import pytest
 from openapi_schema_validator import OAS30ReadValidator, OAS30Validator, OAS30WriteValidator, oas30_format_checker
 from starlette.testclient import TestClient
@@ -169,6 +170,7 @@ class Replay:
     body: Callable[[Any], Any] = lambda example: example
     query: dict[str, str] = field(default_factory=dict)
     loopback: bool = False
+    stream: bool = False  # an endless text/event-stream: called over TCP, only its start is read
 
 
 def unique_key(example: str) -> str:
@@ -392,6 +394,8 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         # events
         "list_events": events_after,
         "list_event_types": as_admin(),
+        # realtime
+        "stream_events": lambda: Replay(w.admin(), stream=True),
         # root: probes
         "get_health": lambda: Replay(),
         "get_integrations_health": as_admin(),
@@ -409,6 +413,16 @@ OPERATION_IDS = _source_operation_ids()
 @pytest.fixture(scope="module")
 def world(client, super_admin, sandbox) -> World:
     return World(client, super_admin, sandbox)
+
+
+@pytest.fixture(scope="module")
+def served_hub(app):
+    """The app over TCP, for streaming operations (the in-process client waits for the body's end)."""
+    from tests.realtime_support import ServedHub
+
+    hub = ServedHub(app).start()
+    yield hub
+    hub.stop()
 
 
 @pytest.fixture(scope="module")
@@ -440,7 +454,7 @@ def success_status(op: dict) -> int:
 
 
 @pytest.mark.parametrize("operation_id", OPERATION_IDS)
-def test_request_example_replays_against_the_hub(operation_id, world, bundles, validators, app, client):
+def test_request_example_replays_against_the_hub(operation_id, world, bundles, validators, app, client, request):
     name, operation = next((n, o) for n, doc in bundles.items() for o in operations(doc) if o.operation_id == operation_id)
     doc = bundles[name]
     replay = _recipes(world, bundles["api"])[operation_id]()
@@ -466,6 +480,16 @@ def test_request_example_replays_against_the_hub(operation_id, world, bundles, v
     kwargs: dict[str, Any] = {"params": query, "headers": headers, "follow_redirects": False}
     if "requestBody" in operation.op:
         kwargs["json"] = replay.body(request_example(doc, operation.op))
+    if replay.stream:
+        served = request.getfixturevalue("served_hub")
+        with httpx.stream(operation.method.upper(), served.http_url + base + path, params=query, headers=headers,
+                          timeout=15) as response:
+            assert response.status_code == success_status(operation.op)
+            media = response.headers["content-type"].split(";")[0]
+            assert media in operation.op["responses"][str(response.status_code)]["content"]
+            first = next(response.iter_lines())
+        assert first == "event: resync_required"  # the example's Last-Event-ID is no event of this tenant
+        return
     caller = TestClient(app, client=("127.0.0.1", 50000), raise_server_exceptions=False) if replay.loopback else client
     response = caller.request(operation.method.upper(), base + path, **kwargs)
 

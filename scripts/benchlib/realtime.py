@@ -1,0 +1,151 @@
+"""Realtime benchmark: 1,000 WebSocket subscribers on one hub process.
+
+Serves the hub (`server.app:serving_app`, production settings, one uvicorn worker) on a fresh
+SQLite database, opens `sockets` WebSocket subscribers of one tenant (channel `integrations`),
+measures the server's resident memory per idle socket, then commits `rounds` events (an
+integration enabled over HTTP) and records, for every socket, the delay from the event's
+`timestamp` (written in the transaction, before COMMIT) to its arrival at the client. Targets:
+p50 <= 50 ms, p99 <= 250 ms, <= 50 KiB per idle socket. The client runs on the same 2-core
+machine, so its own reading of 1,000 messages is part of the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+from benchlib.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN = ("bench-admin@hub.local", "bench-admin-password-123")
+TARGETS = {"p50_ms": 50.0, "p99_ms": 250.0, "kib_per_idle_socket": 50.0}
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def _raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+
+
+async def _run(base: str, ws_url: str, pid: int, *, sockets: int, rounds: int, log) -> dict:
+    from websockets.asyncio.client import connect
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        login = await http.post("/api/v1/auth/login", json={"email": ADMIN[0], "password": ADMIN[1]})
+        root = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+        reg = await http.post("/api/v1/auth/register", json={
+            "email": f"bench{time.time_ns()}@example.com", "password": "bench-password-123", "name": "Bench",
+            "tenantName": f"Bench {time.time_ns()}"})
+        admin = reg.json()["accessToken"]
+        baseline = _rss_kib(pid)
+        log(f"opening {sockets} sockets ...")
+        conns = []
+        for n in range(sockets):
+            ws = await connect(f"{ws_url}?token={admin}", max_queue=None, ping_interval=None, open_timeout=60)
+            await ws.send(json.dumps({"type": "subscribe", "channels": ["integrations"]}))
+            conns.append(ws)
+        for ws in conns:
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+        await asyncio.sleep(1.0)
+        idle = _rss_kib(pid)
+        per_socket = (idle - baseline) / sockets
+        log(f"server RSS {baseline} KiB -> {idle} KiB with {sockets} idle sockets ({per_socket:.1f} KiB each)")
+
+        samples: list[float] = []
+        everyone: list[float] = []
+
+        async def receive(ws, stamps: list[float]) -> None:
+            while True:
+                message = json.loads(await ws.recv())
+                if message.get("type") == "integration":
+                    sent = datetime.strptime(message["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+                    stamps.append(time.time() - sent.timestamp())
+                    return
+
+        for number in range(rounds):
+            provider = await http.post("/api/v1/admin/integrations", headers=root, json=_provider())
+            stamps: list[float] = []
+            waiting = [asyncio.create_task(receive(ws, stamps)) for ws in conns]
+            response = await http.post("/api/v1/tenant/integrations", headers={"Authorization": f"Bearer {admin}"},
+                                       json={"integrationId": provider.json()["id"], "name": f"Bench {number}"})
+            assert response.status_code == 201, response.text
+            await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
+            samples += stamps
+            everyone.append(max(stamps))
+        for ws in conns:
+            await ws.close()
+    samples_ms = sorted(s * 1000 for s in samples)
+    return {
+        "sockets": sockets, "rounds": rounds,
+        "p50_ms": round(statistics.median(samples_ms), 1),
+        "p99_ms": round(samples_ms[int(len(samples_ms) * 0.99) - 1], 1),
+        "max_ms": round(samples_ms[-1], 1),
+        "all_delivered_p50_ms": round(statistics.median(everyone) * 1000, 1),
+        "kib_per_idle_socket": round(per_socket, 1),
+        "server_rss_idle_mib": round(idle / 1024, 1),
+    }
+
+
+def _provider() -> dict:
+    key = f"bench_{time.time_ns()}"
+    return {"name": "Bench CRM", "displayName": "Bench CRM", "description": "bench", "category": "crm", "provider": key,
+            "status": "active", "audience": "tenant", "capabilities": ["read"], "supportedSyncDirections": ["pull"],
+            "supportsRealtime": False, "supportsWebhooks": False, "supportsNotifications": False,
+            "supportsSearch": False, "searchableEntities": [], "requiresUserScoping": False, "authType": "api_key",
+            "oauthConfig": None, "availableEntities": [], "entityMappings": [], "icon": "b", "color": "#336699",
+            "version": "v1", "isPremium": False, "requiredPlan": None, "apiBaseUrl": "https://api.bench.example",
+            "testRequest": {"method": "GET", "path": "/ping", "expectedStatus": 200}}
+
+
+def measure(*, sockets: int = 1000, rounds: int = 20, log=print) -> dict:
+    """Serve a hub, run the measurement, stop it; return the figures and each target's PASS/MISS."""
+    _raise_fd_limit(sockets * 2 + 256)
+    work = Path(tempfile.mkdtemp(prefix="bench-realtime-"))
+    port = free_port()
+    env = {**os.environ, "HUB_VAR_DIR": str(work), "DATABASE_URL": f"sqlite:///{work / 'hub.db'}",
+           "JWT_SECRET": "bench-secret-" + "x" * 40, "HUB_ADMIN_EMAIL": ADMIN[0], "HUB_ADMIN_PASSWORD": ADMIN[1],
+           "HUB_RATE_LIMIT_SCALE": "1000", "HUB_VALIDATE_RESPONSES": "false", "HUB_LOG_FORMAT": "json",
+           "HUB_REALTIME_QUEUE_SIZE": "1000"}
+    subprocess.run([sys.executable, "-c", "from server.cli import migrate, bootstrap; from server.settings import "
+                    "load_settings as l; s = l(); migrate(s); bootstrap(s)"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    with open(work / "hub.log", "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "server.app:serving_app", "--host",
+                                 "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+                                 "--ws", "websockets-sansio"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"hub did not start; see {work / 'hub.log'}")
+            time.sleep(0.2)
+        figures = asyncio.run(_run(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", proc.pid,
+                                   sockets=sockets, rounds=rounds, log=log))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    figures["targets"] = {name: ("PASS" if figures[name] <= limit else "MISS") for name, limit in TARGETS.items()}
+    return figures
