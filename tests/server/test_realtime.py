@@ -182,12 +182,15 @@ class TestAuthentication:
     def test_expired_token_closes_1008(self, connect, tenant_admin):
         import dataclasses
 
+        import jwt
+
         from server import runtime
         from server.tokens import mint_access
 
         expired = mint_access(dataclasses.replace(runtime.get().tokens, access_ttl=-60),
                               user_id=uuid.UUID(tenant_admin.user_id), tenant_id=uuid.UUID(tenant_admin.tenant_id),
-                              role="tenant_admin")
+                              role="tenant_admin", family_id=uuid.UUID(jwt.decode(
+                                  tenant_admin.access_token, options={"verify_signature": False})["fam"]))
         assert connect(expired).close_code() == 1008
 
     def test_platform_admin_has_no_stream(self, connect, super_admin):
