@@ -50,8 +50,13 @@ def field_value(document: Any, path: str, default: Any = None) -> Any:
 
 
 def extract_items(definition: SyncDefinition, body: Any) -> list[dict]:
-    """Return the items of a decoded list answer, found at `itemsPath`; DefinitionMismatch if that is no list of objects."""
+    """Return the items of a decoded list answer, found at `itemsPath` (null counts as no items).
+
+    Raises DefinitionMismatch when `itemsPath` is absent or holds anything but a list of objects.
+    """
     items = field_value(body, definition.items_path, _MISSING)
+    if items is None:
+        return []  # some APIs (Pipedrive) answer `"data": null` for an empty page
     if not isinstance(items, list) or not all(isinstance(item, Mapping) for item in items):
         where = definition.items_path or "the top level"
         raise DefinitionMismatch(f"{definition.entity}: expected a list of objects at {where}")

@@ -35,7 +35,7 @@ class Faults:
 
     def to_json(self) -> dict:
         """Return the plan with camelCase keys (the control endpoint's shape)."""
-        return {_camel(key): value for key, value in asdict(self).items()}
+        return {camel(key): value for key, value in asdict(self).items()}
 
 
 FIELD_BOUNDS = {  # camelCase name -> (minimum, maximum) accepted by the control endpoint
@@ -99,14 +99,15 @@ class FaultInjector:
             return bool(every) and self._bearer_requests % every == 0
 
 
-def _camel(name: str) -> str:
+def camel(name: str) -> str:
+    """Return the camelCase form of a snake_case field name."""
     head, *rest = name.split("_")
     return head + "".join(part.capitalize() for part in rest)
 
 
 def from_json(body: dict) -> Faults:
     """Return the Faults of a control request body (camelCase, every field optional); ValueError names a bad field."""
-    names = {_camel(key): key for key in asdict(Faults())}
+    names = {camel(key): key for key in asdict(Faults())}
     values = {}
     for key, value in body.items():
         if key not in names:
