@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -28,7 +28,7 @@ class DefinitionMismatch(ValueError):
 
 @dataclass(frozen=True)
 class PageRequest:
-    """One list request to send: the absolute `url` and its query `params` (strings)."""
+    """One list request to send: the absolute `url` (without query) and its query `params` (strings)."""
 
     url: str
     params: Mapping[str, str] = field(default_factory=dict)
@@ -139,7 +139,9 @@ def next_request(definition: SyncDefinition, request: PageRequest, response: htt
     url = urljoin(str(response.url), link)
     if _origin(url) != _origin(request.url):
         raise DefinitionMismatch(f"{definition.entity}: the next link leaves the provider's origin")
-    return PageRequest(url=url, params={})
+    # Split the query off: httpx replaces a URL's query by `params` when both are given.
+    parts = urlsplit(url)
+    return PageRequest(url=urlunsplit(parts._replace(query="", fragment="")), params=dict(parse_qsl(parts.query)))
 
 
 def parse_updated_at(definition: SyncDefinition, item: Mapping[str, Any]) -> datetime | None:

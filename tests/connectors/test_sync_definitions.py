@@ -115,7 +115,7 @@ class TestNextRequest:
         items = [{"id": 1}]
         link = {"Link": '<https://api.github.com/issues?page=2&per_page=100>; rel="next", <https://api.github.com/issues?page=9>; rel="last"'}
         assert next_request(definition, request, answer(items, headers=link), items) == PageRequest(
-            "https://api.github.com/issues?page=2&per_page=100", {})
+            "https://api.github.com/issues", {"page": "2", "per_page": "100"})
         assert next_request(definition, request, answer(items), items) is None
         foreign = {"Link": '<https://evil.example/issues?page=2>; rel="next"'}
         with pytest.raises(DefinitionMismatch):
