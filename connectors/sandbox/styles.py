@@ -22,7 +22,13 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, g, jsonify, request
 
 from connectors.sandbox.api import READ_SCOPE, SEARCH_FIELDS, ApiError
-from connectors.sandbox.paging import MAX_LIMIT, QueryError, encode_cursor, parse_list_query, run_list_query
+from connectors.sandbox.paging import (
+    MAX_LIMIT,
+    QueryError,
+    encode_cursor,
+    parse_list_query,
+    run_list_query,
+)
 from connectors.sandbox.state import SandboxState
 
 STYLES = ("offset", "page", "link_header", "last_id", "none")

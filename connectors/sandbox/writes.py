@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from connectors.sandbox.api import ApiError, READ_SCOPE
+from connectors.sandbox.api import READ_SCOPE, ApiError
 from connectors.sandbox.state import SandboxState
 
 WRITE_SCOPE = "crm.write"

@@ -12,8 +12,15 @@ import httpx
 import pytest
 
 from connectors.sync_definitions import (
-    DefinitionMismatch, PageRequest, extract_items, first_request, incremental_value, is_deleted, item_id,
-    next_request, parse_updated_at,
+    DefinitionMismatch,
+    PageRequest,
+    extract_items,
+    first_request,
+    incremental_value,
+    is_deleted,
+    item_id,
+    next_request,
+    parse_updated_at,
 )
 from persistence import bootstrap
 from persistence.sync_definitions import Incremental, definitions

@@ -17,9 +17,21 @@ import pytest
 
 from connectors.sandbox import SandboxConfig, SandboxServer
 from connectors.sandbox.faults import Faults
-from connectors.sync_definitions import extract_items, first_request, is_deleted, item_id, next_request
+from connectors.sync_definitions import (
+    extract_items,
+    first_request,
+    is_deleted,
+    item_id,
+    next_request,
+)
 from persistence.sync_definitions import SyncDefinition, definitions, parse_definition
-from tests.connectors.sandbox.test_sandbox import API_KEY, bearer, connect, page_through, refresh
+from tests.connectors.sandbox.test_sandbox import (
+    API_KEY,
+    bearer,
+    connect,
+    page_through,
+    refresh,
+)
 
 WAIT_SECONDS = 10  # generous bound for background deliveries; tests poll, they do not time anything
 
@@ -177,9 +189,9 @@ class TestFaults:
         assert http.get("/me", headers=bearer(renewed.json()["access_token"])).status_code == 200
 
     def test_faults_set_at_start(self):
-        with SandboxServer(SandboxConfig(faults=Faults(rate_limit_every=2))) as server:
-            with httpx.Client(base_url=server.base_url, headers=API_KEY) as client:
-                assert [client.get("/me").status_code for _ in range(2)] == [200, 429]
+        with SandboxServer(SandboxConfig(faults=Faults(rate_limit_every=2))) as server, \
+                httpx.Client(base_url=server.base_url, headers=API_KEY) as client:
+            assert [client.get("/me").status_code for _ in range(2)] == [200, 429]
 
     @pytest.mark.parametrize(("body", "message"), [({"latencyMs": 99999}, "latencyMs must be an integer between 0 and 30000"),
                                                    ({"errorStatus": 404}, "errorStatus must be an integer between 500 and 599"),
