@@ -61,8 +61,10 @@ def sandbox_entry(base_url: str, *, client_id: str, client_secret: str) -> dict:
             "clientSecret": client_secret,
         },
         "availableEntities": [
-            {"name": "Account", "displayName": "Accounts", "fields": [{"name": "name", "type": "string"}]},
-            {"name": "Contact", "displayName": "Contacts", "fields": [{"name": "email", "type": "string"}]},
+            {"name": "Account", "displayName": "Accounts", "fields": [{"name": "name", "type": "string"}],
+             "sync": _sandbox_sync("accounts", title="name", searchable=["name"])},
+            {"name": "Contact", "displayName": "Contacts", "fields": [{"name": "email", "type": "string"}],
+             "sync": _sandbox_sync("contacts", title="email", searchable=["email"])},
         ],
         "entityMappings": [],
         "icon": "sandbox",
@@ -74,3 +76,24 @@ def sandbox_entry(base_url: str, *, client_id: str, client_secret: str) -> dict:
         "testRequest": {"method": "GET", "path": "/me", "expectedStatus": 401},
         "apiKeyHeader": "X-API-Key",
     })
+
+
+def _sandbox_sync(kind: str, *, title: str, searchable: list[str]) -> dict:
+    """Return the sync definition of the sandbox's `kind` list (accounts | contacts): connectors/sandbox/api.py."""
+    return {
+        "path": f"/{kind}",
+        "itemsPath": "data",
+        "idField": "id",
+        "updatedAtField": "updatedAt",
+        "titleField": title,
+        "searchableFields": searchable,
+        "deletedField": "deleted",
+        "paging": {"type": "cursor", "cursorParam": "cursor", "limitParam": "limit", "pageSize": 100,
+                   "nextCursorPath": "nextCursor"},
+        "incremental": {"param": "updated_since", "format": "rfc3339"},
+        "write": {
+            "create": {"method": "POST", "path": f"/{kind}"},
+            "update": {"method": "PATCH", "path": f"/{kind}/{{id}}"},
+            "delete": {"method": "DELETE", "path": f"/{kind}/{{id}}"},
+        },
+    }

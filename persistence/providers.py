@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from persistence.errors import Conflict, InvalidInput, NotFound
-from persistence import vault
+from persistence import sync_definitions, vault
 from persistence.models import Integration, Provider, as_utc, utcnow
 from persistence.pages import After, Page, contains, ordering, paginate, paginate_after
 
@@ -168,6 +168,7 @@ def check_rules(row: Provider) -> None:
         raise InvalidInput("requiredPlan is only allowed when isPremium is true", details={"field": "requiredPlan"})
     if row.test_request and not row.api_base_url:
         raise InvalidInput("testRequest needs an apiBaseUrl", details={"field": "apiBaseUrl"})
+    sync_definitions.validate_entity_definitions(row.available_entities)
 
 
 def delete(session: Session, *, provider_id: uuid.UUID, category: str) -> Provider:

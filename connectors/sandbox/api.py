@@ -8,6 +8,7 @@ against the per-credential rate limit. Errors are `{"error": <code>, "message": 
 from __future__ import annotations
 
 import hmac
+import time
 from dataclasses import dataclass
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
@@ -80,6 +81,9 @@ def api_blueprint(state: SandboxState) -> Blueprint:
         """Authenticate every route but /health, then apply the rate limit of that credential."""
         if request.endpoint == "sandbox_api.health":
             return None
+        injected = _inject_faults(state)
+        if injected is not None:
+            return injected.response()
         try:
             g.principal = _authenticate(state, protector)
             retry_after = state.check_rate_limit(g.principal.rate_key)
@@ -129,8 +133,30 @@ def _list(state: SandboxState, kind: str) -> Response:
         query = parse_list_query(request.args)
     except QueryError as error:
         raise ApiError(400, "invalid_request", str(error)) from None
-    page = run_list_query(state.records(kind), query, search_fields=SEARCH_FIELDS[kind])
+    records = state.listable(kind, include_deleted=query.updated_since is not None)
+    page = run_list_query(records, query, search_fields=SEARCH_FIELDS[kind])
     return jsonify({"data": page.data, "nextCursor": page.next_cursor})
+
+
+def _inject_faults(state: SandboxState) -> ApiError | None:
+    """Apply the fault plan to this request: sleep the added latency, then return the 5xx/429 to answer, or None.
+
+    An `unauthorized_every` hit expires the presented access token before it is checked, so the
+    request fails exactly like a naturally expired token (401 invalid_token) and a refresh cures it.
+    """
+    delay = state.faults.latency_seconds()
+    if delay:
+        time.sleep(delay)
+    fault = state.faults.next_fault()
+    if fault is not None and fault.status == 429:
+        return ApiError(429, "rate_limit_exceeded", f"Injected rate limit; retry in {fault.retry_after} s",
+                        {"Retry-After": str(fault.retry_after)})
+    if fault is not None:
+        return ApiError(fault.status, "server_error", "Injected server error")
+    authorization = request.headers.get("Authorization", "")
+    if authorization[:7].lower() == "bearer " and state.faults.expire_this_token():
+        state.expire_access_token(authorization[7:].strip())
+    return None
 
 
 def _authenticate(state: SandboxState, protector: ResourceProtector) -> Principal:

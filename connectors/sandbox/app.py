@@ -7,8 +7,11 @@ from werkzeug.exceptions import HTTPException
 
 from connectors.sandbox.api import api_blueprint
 from connectors.sandbox.config import SandboxConfig
+from connectors.sandbox.control import control_blueprint
 from connectors.sandbox.oauth import SandboxAuthorizationServer, oauth_blueprint
 from connectors.sandbox.state import SandboxState
+from connectors.sandbox.styles import register_paging_routes
+from connectors.sandbox.writes import register_write_routes
 
 STATE_EXTENSION = "sandbox_state"
 
@@ -24,7 +27,11 @@ def create_sandbox_app(config: SandboxConfig) -> Flask:
     state = SandboxState(config)
     app.extensions[STATE_EXTENSION] = state
     app.register_blueprint(oauth_blueprint(SandboxAuthorizationServer(app, state)))
-    app.register_blueprint(api_blueprint(state))
+    api = api_blueprint(state)
+    register_write_routes(api, state)
+    register_paging_routes(api, state)
+    app.register_blueprint(api)
+    app.register_blueprint(control_blueprint(state))
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
     return app

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from connectors.sandbox.faults import Faults
+
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8000/api/v1/integrations/oauth/callback"
 
 
@@ -26,6 +28,7 @@ class SandboxConfig:
     - `auto_approve`: approve authorization requests at once as "sandbox-user" (no consent page).
     - `deny_all`: deny every authorization request with `error=access_denied`.
     - `records`: number of accounts generated; there are twice as many contacts.
+    - `faults`: the fault injection plan at start (see connectors.sandbox.faults.Faults).
     """
 
     client_id: str = "hub-sandbox-client"
@@ -40,3 +43,4 @@ class SandboxConfig:
     auto_approve: bool = True
     deny_all: bool = False
     records: int = 120
+    faults: Faults = field(default_factory=Faults)

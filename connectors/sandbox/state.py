@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from connectors.sandbox.config import SandboxConfig
+from connectors.sandbox.faults import FaultInjector
 from connectors.sandbox.models import AuthorizationCode, Token
+from connectors.sandbox.notify import Notifier
 from connectors.sandbox.ratelimit import SlidingWindowLimiter
 from connectors.sandbox.records import build_accounts, build_contacts, format_timestamp
 
@@ -29,6 +31,9 @@ class SandboxState:
         self._limiter = SlidingWindowLimiter()
         accounts = build_accounts(config.records)
         self._records: dict[str, list[dict]] = {"accounts": accounts, "contacts": build_contacts(accounts)}
+        self._next_index = {kind: len(records) + 1 for kind, records in self._records.items()}
+        self.faults = FaultInjector(config.faults)
+        self.notifier = Notifier()
 
     # -- authorization codes ------------------------------------------------------------------
 
@@ -102,6 +107,13 @@ class SandboxState:
             for token in self._by_access.values():
                 token.access_revoked = token.refresh_revoked = True
 
+    def expire_access_token(self, value: str) -> None:
+        """Make the access token `value` expired now (fault injection); its refresh token stays usable."""
+        with self.lock:
+            token = self._by_access.get(value)
+            if token is not None:
+                token.expires_in = 0
+
     def family_tokens(self, family_id: str) -> list[Token]:
         """Return the tokens of one authorization, oldest first (for tests and debugging)."""
         with self.lock:
@@ -142,3 +154,63 @@ class SandboxState:
                         record["updatedAt"] = format_timestamp(at or datetime.now(timezone.utc))
                         return dict(record)
         raise KeyError(record_id)
+
+    # -- writes (soft deletes) ----------------------------------------------------------------
+
+    def listable(self, kind: str, *, include_deleted: bool) -> list[dict]:
+        """Return a snapshot of the `kind` records; deleted ones only with `include_deleted` (changed-since lists)."""
+        with self.lock:
+            return [dict(record) for record in self._records[kind] if include_deleted or not record.get("deleted")]
+
+    def get_record(self, kind: str, record_id: str) -> dict | None:
+        """Return a copy of the live record `record_id` of `kind`, or None (unknown or deleted)."""
+        with self.lock:
+            record = self._find(kind, record_id)
+            return dict(record) if record is not None and not record.get("deleted") else None
+
+    def create_record(self, kind: str, fields: dict) -> dict:
+        """Add a `kind` record with the next id (`acc_0121`...) and updatedAt now; notify; return it."""
+        with self.lock:
+            index = self._next_index[kind]
+            self._next_index[kind] = index + 1
+            record = {"id": f"{kind[:3]}_{index:04d}", **fields, "updatedAt": self._bumped(None)}
+            self._records[kind].append(record)
+            created = dict(record)
+        self.notifier.publish(entity=kind, change="created", record=created)
+        return created
+
+    def update_record(self, kind: str, record_id: str, fields: dict) -> dict | None:
+        """Apply `fields` to a live record and bump its updatedAt; notify; return it, or None if unknown or deleted."""
+        with self.lock:
+            record = self._find(kind, record_id)
+            if record is None or record.get("deleted"):
+                return None
+            record.update(fields)
+            record["updatedAt"] = self._bumped(record["updatedAt"])
+            updated = dict(record)
+        self.notifier.publish(entity=kind, change="updated", record=updated)
+        return updated
+
+    def delete_record(self, kind: str, record_id: str) -> dict | None:
+        """Soft-delete a live record (`deleted: true`, `deletedAt` = bumped updatedAt); notify; None if unknown or deleted."""
+        with self.lock:
+            record = self._find(kind, record_id)
+            if record is None or record.get("deleted"):
+                return None
+            record["updatedAt"] = record["deletedAt"] = self._bumped(record["updatedAt"])
+            record["deleted"] = True
+            deleted = dict(record)
+        self.notifier.publish(entity=kind, change="deleted", record=deleted)
+        return deleted
+
+    def _find(self, kind: str, record_id: str) -> dict | None:
+        return next((record for record in self._records[kind] if record["id"] == record_id), None)
+
+    @staticmethod
+    def _bumped(previous: str | None) -> str:
+        # Timestamps have one-second precision (like the generated data); a write always moves a
+        # record's updatedAt forward, so two writes within a second stay ordered for last-write-wins.
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        if previous is not None:
+            now = max(now, datetime.fromisoformat(previous) + timedelta(seconds=1))
+        return format_timestamp(now)
