@@ -25,6 +25,7 @@ class Delivery:
     body: dict | None
     verified_with: list[str]
     answered: int
+    complete: bool = True  # False: the sender vanished mid-request (a killed worker)
 
 
 @dataclass
@@ -48,7 +49,8 @@ class Receiver:
                 pass
 
             def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+                expected = int(self.headers.get("content-length", 0))
+                raw = self.rfile.read(expected)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 verified = []
                 for secret in list(receiver.secrets):
@@ -65,7 +67,7 @@ class Receiver:
                         parsed = json.loads(raw)
                     except ValueError:
                         parsed = None
-                    receiver.deliveries.append(Delivery(headers, raw, parsed, verified, status))
+                    receiver.deliveries.append(Delivery(headers, raw, parsed, verified, status, len(raw) == expected))
                 self.send_response(status)
                 for name, value in extra.items():
                     self.send_header(name, value)
@@ -89,9 +91,9 @@ class Receiver:
             self.script.extend([(status, headers or {}, body)] * times)
 
     def ids(self) -> Counter:
-        """How many times each webhook-id arrived."""
+        """How many times each webhook-id arrived whole."""
         with self.lock:
-            return Counter(d.headers.get("webhook-id") for d in self.deliveries)
+            return Counter(d.headers.get("webhook-id") for d in self.deliveries if d.complete)
 
     def of_type(self, event_type: str) -> list[Delivery]:
         with self.lock:
