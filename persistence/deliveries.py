@@ -165,10 +165,15 @@ def record_results(session: Session, *, results: Sequence[AttemptResult], worker
     """
     rng = rng or random.Random()
     attempts, to_disable = [], {}
+    # Two queries for the whole batch, not two per result: a busy worker records dozens at once.
+    owned_rows = {row.id: row for row in session.exec(select(WebhookDelivery).where(
+        WebhookDelivery.id.in_([r.job.delivery_id for r in results])))}
+    endpoints = {row.id: row for row in session.exec(select(WebhookEndpoint).where(
+        WebhookEndpoint.id.in_({r.job.endpoint_id for r in results})))}
     for result in results:
         job = result.job
-        delivery = session.get(WebhookDelivery, job.delivery_id)
-        endpoint = session.get(WebhookEndpoint, job.endpoint_id)
+        delivery = owned_rows.get(job.delivery_id)
+        endpoint = endpoints.get(job.endpoint_id)
         owned = delivery is not None and delivery.claimed_by == worker and delivery.status == "pending"
         next_at, disable_reason = None, None
         if result.succeeded:

@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--no-worker", action="store_true",
                            help="do not run a webhook worker in this process (run `integration-hub worker`)")
     worker_cmd = commands.add_parser("worker", help="deliver outgoing webhooks until SIGTERM")
-    worker_cmd.add_argument("--concurrency", type=int, help="attempts in flight at once (env HUB_WORKER_CONCURRENCY, default 32)")
+    worker_cmd.add_argument("--concurrency", type=int, help="attempts in flight at once (env HUB_WORKER_CONCURRENCY, default 16)")
     worker_cmd.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("bootstrap", help="create the first super admin and seed the provider catalog")

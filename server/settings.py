@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     webhook_secret_grace_seconds: int = Field(default=24 * 3600, alias="HUB_WEBHOOK_SECRET_GRACE_SECONDS",
                                               ge=0, le=24 * 3600)
     webhook_lease_seconds: float = Field(default=60.0, alias="HUB_WEBHOOK_LEASE_SECONDS", gt=0, le=3600)
-    worker_concurrency: int = Field(default=32, alias="HUB_WORKER_CONCURRENCY", ge=1, le=1000)
+    worker_concurrency: int = Field(default=16, alias="HUB_WORKER_CONCURRENCY", ge=1, le=1000)
     worker_poll_seconds: float = Field(default=0.05, alias="HUB_WORKER_POLL_INTERVAL", gt=0, le=60)
 
     @field_validator("jwt_secret")
