@@ -320,6 +320,16 @@ class TestRotateWebhookSecret:
         after = receiver.deliveries[-1]
         assert len(after.headers["webhook-signature"].split(" ")) == 1 and after.verified_with == [new]
 
+    def test_without_a_body_the_grace_is_the_default_day(self, client, tenant_admin):
+        endpoint = create_endpoint(client, tenant_admin)
+        response = client.post(f"{ENDPOINTS}/{endpoint['id']}/secret/rotate", headers=tenant_admin.headers)
+        assert response.status_code == 200, response.text
+        expires = datetime.fromisoformat(response.json()["previousSecretExpiresAt"].replace("Z", "+00:00"))
+        assert timedelta(hours=23, minutes=59) < expires - datetime.now(timezone.utc) <= timedelta(hours=24)
+        [event] = tenant_events(tenant_admin, "webhook_endpoint.updated")
+        assert event.data["id"] == endpoint["id"] and "secret" not in str(event.data)
+        assert_audited(endpoint["id"], "webhook_endpoint.rotate_secret")
+
     def test_grace_is_at_most_a_day(self, client, tenant_admin):
         endpoint = create_endpoint(client, tenant_admin)
         response = client.post(f"{ENDPOINTS}/{endpoint['id']}/secret/rotate", json={"gracePeriodSeconds": 86401},
