@@ -126,6 +126,7 @@ def serve(settings: Settings, *, workers: int = 1, sandbox: bool = True, worker:
 
         in_process = start_in_thread(settings)
         print("  webhook worker: in this process (--no-worker to run `integration-hub worker` apart)", flush=True)
+        _stop_worker_on_signals(*in_process)
     uvicorn.run(
         "server.app:serving_app",
         factory=True,
@@ -141,6 +142,20 @@ def serve(settings: Settings, *, workers: int = 1, sandbox: bool = True, worker:
     if in_process is not None:
         in_process[0].stop()
         in_process[1].join(timeout=20)
+
+
+def _stop_worker_on_signals(worker, thread) -> None:
+    # uvicorn restores the handlers it found and raises the signal again once it has shut down:
+    # these then let the in-process worker finish its attempts in flight before the process ends.
+    import signal
+
+    def finish(signum, _frame):
+        worker.stop()
+        thread.join(timeout=20)
+        raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, finish)
 
 
 def build_parser() -> argparse.ArgumentParser:
