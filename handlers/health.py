@@ -50,7 +50,7 @@ def _webhooks_health() -> dict:
     seen = as_utc(beat.last_seen_at) if beat else None
     status = "none" if seen is None else ("up" if (now - seen).total_seconds() <= WORKER_STALE_SECONDS else "stale")
     return {"workerLastHeartbeat": views.timestamp(seen), "workerStatus": status, "pendingDeliveries": pending,
-            "oldestPendingAgeSeconds": round((now - oldest).total_seconds(), 3) if oldest else None}
+            "oldestPendingAgeSeconds": round(max(0.0, (now - oldest).total_seconds()), 3) if oldest else None}
 
 
 def get_integrations_health(token_info: dict) -> dict:

@@ -66,4 +66,4 @@ def configure_logging(log_format: str) -> None:
 def observe_backlog(pending: int, oldest_age_seconds: float | None) -> None:
     """Set the webhook backlog gauges: pending deliveries and the oldest one's age in seconds."""
     WEBHOOK_PENDING.set(pending)
-    WEBHOOK_OLDEST_PENDING_AGE.set(oldest_age_seconds or 0.0)
+    WEBHOOK_OLDEST_PENDING_AGE.set(max(0.0, oldest_age_seconds or 0.0))
