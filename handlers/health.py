@@ -10,16 +10,20 @@ from datetime import datetime, timezone
 
 from connexion.context import scope as request_scope
 from prometheus_client import generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 
 from server import runtime
 
 from handlers import views
-from persistence import connections
+from persistence import connections, deliveries
 from persistence.db import ping, transaction
+from persistence.models import as_utc
 from server.errors import ApiError
+from server.observability import observe_backlog
 from server.security import Caller
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}
+WORKER_STALE_SECONDS = 30
 
 
 def get_health() -> tuple[dict, int, dict]:
@@ -30,7 +34,23 @@ def get_health() -> tuple[dict, int, dict]:
         "checks": {"database": "up" if up else "down"},
         "timestamp": views.timestamp(datetime.now(timezone.utc)),
     }
+    if up:
+        try:
+            body["webhooks"] = _webhooks_health()
+        except SQLAlchemyError:  # the database went away since the ping: report what is known
+            pass
     return body, (200 if up else 503), ({} if up else {"Retry-After": "5"})
+
+
+def _webhooks_health() -> dict:
+    now = datetime.now(timezone.utc)
+    with transaction() as session:
+        beat = deliveries.latest_heartbeat(session)
+        pending, oldest = deliveries.backlog(session)
+    seen = as_utc(beat.last_seen_at) if beat else None
+    status = "none" if seen is None else ("up" if (now - seen).total_seconds() <= WORKER_STALE_SECONDS else "stale")
+    return {"workerLastHeartbeat": views.timestamp(seen), "workerStatus": status, "pendingDeliveries": pending,
+            "oldestPendingAgeSeconds": round(max(0.0, (now - oldest).total_seconds()), 3) if oldest else None}
 
 
 def get_integrations_health(token_info: dict) -> dict:
@@ -53,5 +73,8 @@ def get_metrics():
             raise ApiError(401, "INVALID_TOKEN", "The metrics token is missing or wrong")
     elif (request_scope.get("client") or ("",))[0] not in LOOPBACK:
         raise ApiError(403, "PERMISSION_DENIED", "Metrics are served to loopback clients only (set HUB_METRICS_TOKEN)")
+    with transaction() as session:
+        pending, oldest = deliveries.backlog(session)
+    observe_backlog(pending, (datetime.now(timezone.utc) - oldest).total_seconds() if oldest else None)
     # The text exposition format; Prometheus reads plain `text/plain`, which is what the contract names.
     return generate_latest().decode(), 200, {"Content-Type": "text/plain"}

@@ -339,3 +339,104 @@ class Event(Table, table=True):
     data: dict = _json(dict)
     request_id: Optional[str] = Field(default=None, max_length=100)
     actor: dict = _json(dict)
+
+
+class WebhookEndpoint(Table, table=True):
+    """A tenant's receiver of outgoing webhooks (Standard Webhooks; Svix's endpoint).
+
+    `event_types` empty means every type. `secret` is the vault-sealed `whsec_...` signing
+    secret, bound to tenant and endpoint; after a rotation `previous_secret` keeps signing beside
+    it until `previous_secret_expires_at`. `failing_since` is when the current run of failed
+    attempts began (None while it succeeds): 5 days of it disables the endpoint.
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    tenant_id: uuid.UUID = Field(foreign_key="tenants.id", index=True)
+    url: str = Field(max_length=2048)
+    description: str = Field(default="", max_length=500)
+    event_types: list = _json()
+    enabled: bool = True
+    disabled_reason: Optional[str] = Field(default=None, max_length=200)
+    secret: str
+    previous_secret: Optional[str] = None
+    previous_secret_expires_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    failing_since: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class WebhookDelivery(Table, table=True):
+    """The outbox row of one event for one endpoint: pending until delivered, exhausted or cancelled.
+
+    Written in the event's transaction. `status`: pending, succeeded, failed (endpoint disabled
+    or 410), exhausted (retry schedule used up), cancelled (endpoint deleted). A worker claims a
+    due row by setting `claimed_until` (its lease); a row whose lease ran out is claimed again.
+    `step` counts the attempts of the current round (a resend or recover starts a new round, its
+    `trigger` then `manual`; `test` for the test send); `attempt_count` every attempt ever made.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_endpoint_event"),
+        sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        sa.Index("ix_webhook_deliveries_endpoint", "tenant_id", "endpoint_id", "status", "updated_at"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    tenant_id: uuid.UUID = Field()
+    endpoint_id: uuid.UUID = Field()
+    event_id: str = Field(max_length=40, index=True)
+    status: str = Field(default="pending", max_length=12)
+    trigger: str = Field(default="scheduled", max_length=12)
+    step: int = 0
+    attempt_count: int = 0
+    next_attempt_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    claimed_until: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    claimed_by: Optional[str] = Field(default=None, max_length=100)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class WebhookAttempt(Table, table=True):
+    """One HTTP attempt to deliver an event to an endpoint, as the attempts log shows it.
+
+    `response_body` keeps the first 8 KiB; `error_kind` is timeout, connect_error, ssrf_refused,
+    http_status or tls (None on success); `next_attempt_at` when the next retry is due (None once
+    delivered, exhausted or disabled).
+    """
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (
+        sa.Index("ix_webhook_attempts_endpoint", "tenant_id", "endpoint_id", "attempted_at", "id"),
+        sa.Index("ix_webhook_attempts_event", "tenant_id", "event_id", "attempted_at", "id"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    tenant_id: uuid.UUID = Field()
+    endpoint_id: uuid.UUID = Field()
+    delivery_id: uuid.UUID = Field()
+    event_id: str = Field(max_length=40)
+    event_type: str = Field(max_length=60)
+    attempt_number: int
+    trigger: str = Field(default="scheduled", max_length=12)
+    status: str = Field(max_length=10)
+    response_status: Optional[int] = None
+    response_body: Optional[str] = None
+    duration_ms: float = 0
+    error_kind: Optional[str] = Field(default=None, max_length=20)
+    error: Optional[str] = Field(default=None, max_length=500)
+    attempted_at: datetime = _ts()
+    next_attempt_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+
+
+class WorkerHeartbeat(Table, table=True):
+    """The last sign of life of one webhook worker (`/health` reports the newest)."""
+
+    __tablename__ = "worker_heartbeats"
+
+    name: str = Field(primary_key=True, max_length=100)
+    started_at: datetime = _ts()
+    last_seen_at: datetime = _ts()
+    in_flight: int = 0

@@ -88,10 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json", help="where to write the JSON")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench", help="database, logs, scratch")
     parser.add_argument("--keep-db", action="store_true", help="keep the benchmark database afterwards")
-    parser.add_argument("--only", choices=["realtime"], help="run one section alone (realtime: 1,000 WebSocket subscribers)")
+    parser.add_argument("--only", choices=["realtime", "webhooks"],
+                        help="run one section alone (realtime: 1,000 WebSocket subscribers; webhooks: delivery "
+                             "throughput, latency and the CPU cost of emitting); writes build/bench-<section>.json")
     args = parser.parse_args(argv)
     if args.only == "realtime":
         return _realtime_only(args)
+    if args.only == "webhooks":
+        return _webhooks_only(args)
     mode_name = "quick" if args.quick else "full"
     mode = MODES[mode_name]
     use_wrk = wrk.available() and not args.no_wrk
@@ -141,6 +145,28 @@ def _realtime_only(args: argparse.Namespace) -> int:
     print(f"  memory per idle socket {figures['kib_per_idle_socket']} KiB (target <= 50: "
           f"{targets['kib_per_idle_socket']}); server RSS {figures['server_rss_idle_mib']} MiB")
     print(f"Wrote {out}")
+    return 0
+
+
+def _webhooks_only(args: argparse.Namespace) -> int:
+    """`./scripts/bench --only webhooks`: delivery throughput, latency and the CPU cost of emitting."""
+    from benchlib import webhooks
+
+    started = time.perf_counter()
+    env = BenchEnv(args.workdir.resolve() / "webhooks")
+    sizes = ({"events": 300, "latency_samples": 20, "cpu_samples": 20, "cpu_rounds": 1} if args.quick else
+             {"events": 3000, "latency_samples": 200, "cpu_samples": 300, "cpu_rounds": 5})
+    result = webhooks.measure(env, concurrency=16, log=log, **sizes)
+    result["meta"] = {"mode": "quick" if args.quick else "full", "cpus": os.cpu_count(), **sizes,
+                      "python": platform.python_version(), "duration_s": round(time.perf_counter() - started, 1)}
+    out = args.out if args.out != ROOT / "build" / "bench.json" else ROOT / "build" / "bench-webhooks.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(webhooks.table(result))
+    print(f"\nWrote {out} in {result['meta']['duration_s']:.0f} s")
+    if not args.keep_db:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{env.db_path}{suffix}").unlink(missing_ok=True)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The `integration-hub` command: serve, migrate, bootstrap."""
+"""The `integration-hub` command: serve, worker, migrate, bootstrap."""
 
 from __future__ import annotations
 
@@ -120,10 +120,12 @@ def start_sandbox(settings: Settings):
     return server
 
 
-def serve(settings: Settings, *, workers: int = 1, sandbox: bool = True) -> None:
+def serve(settings: Settings, *, workers: int = 1, sandbox: bool = True, worker: bool | None = None) -> None:
     """Migrate, bootstrap, then serve the API with uvicorn (blocking).
 
-    In development the sandbox provider runs beside the hub unless `sandbox` is False.
+    In development the sandbox provider runs beside the hub unless `sandbox` is False, and one
+    webhook worker runs in this process unless `worker` is False (in production it runs only
+    when `worker` is True: there `integration-hub worker` runs as its own process).
     """
     import uvicorn
 
@@ -136,7 +138,31 @@ def serve(settings: Settings, *, workers: int = 1, sandbox: bool = True) -> None
     if settings.swagger_ui_enabled:
         print(f"  interactive docs: {base}/api/v1/ui/", flush=True)
     print(f"  contract: {base}/api/v1/openapi.json   health: {base}/health", flush=True)
+    in_process = None
+    if worker if worker is not None else not settings.is_production:
+        from server.worker import start_in_thread
+
+        in_process = start_in_thread(settings)
+        print("  webhook worker: in this process (--no-worker to run `integration-hub worker` apart)", flush=True)
+        _stop_worker_on_signals(*in_process)
     uvicorn.run("server.app:serving_app", factory=True, workers=workers, **uvicorn_options(settings))
+    if in_process is not None:
+        in_process[0].stop()
+        in_process[1].join(timeout=20)
+
+
+def _stop_worker_on_signals(worker, thread) -> None:
+    # uvicorn restores the handlers it found and raises the signal again once it has shut down:
+    # these then let the in-process worker finish its attempts in flight before the process ends.
+    import signal
+
+    def finish(signum, _frame):
+        worker.stop()
+        thread.join(timeout=20)
+        raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, finish)
 
 
 def uvicorn_options(settings: Settings) -> dict:
@@ -161,7 +187,7 @@ def uvicorn_options(settings: Settings) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `integration-hub` command line: serve, migrate, bootstrap, rotate-keys, audit, events, sandbox."""
+    """The `integration-hub` command line: serve, worker, migrate, bootstrap, rotate-keys, audit, events, sandbox."""
     parser = argparse.ArgumentParser(prog="integration-hub", description="Integration Hub API")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="migrate, bootstrap and serve the API")
@@ -169,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, help="port (env HUB_PORT, default 8000)")
     serve_cmd.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     serve_cmd.add_argument("--no-sandbox", action="store_true", help="do not start the sandbox provider")
+    serve_cmd.add_argument("--no-worker", action="store_true",
+                           help="do not run a webhook worker in this process (run `integration-hub worker`)")
+    worker_cmd = commands.add_parser("worker", help="deliver outgoing webhooks until SIGTERM")
+    worker_cmd.add_argument("--concurrency", type=int, help="attempts in flight at once (env HUB_WORKER_CONCURRENCY, default 16)")
+    worker_cmd.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("bootstrap", help="create the first super admin and seed the provider catalog")
     commands.add_parser("rotate-keys", help="re-encrypt every stored secret under the newest HUB_ENCRYPTION_KEYS key")
@@ -215,10 +246,15 @@ def main(argv: list[str] | None = None) -> int:
         return audit_verify(settings)
     elif args.command == "events":
         print(f"Pruned {events_prune(settings)} event(s) older than {settings.event_retention_days} days", flush=True)
+    elif args.command == "worker":
+        from server.worker import run_forever
+
+        migrate(settings)
+        return run_forever(settings, concurrency=args.concurrency, metrics_port=args.metrics_port)
     elif args.command == "rotate-keys":
         print(f"Re-encrypted {rotate_keys(settings)} secret(s) under the newest key", flush=True)
     else:
-        serve(settings, workers=args.workers, sandbox=not args.no_sandbox)
+        serve(settings, workers=args.workers, sandbox=not args.no_sandbox, worker=False if args.no_worker else None)
     return 0
 
 

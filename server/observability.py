@@ -6,7 +6,7 @@ import json
 import logging
 import time
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUEST_DURATION = Histogram(
     "hub_http_request_duration_seconds", "Duration of API requests", ["operation_id", "status"],
@@ -14,6 +14,15 @@ REQUEST_DURATION = Histogram(
 )
 AUTH_FAILURES = Counter("hub_auth_failures_total", "Refused authentications and authorizations", ["code"])
 RATE_LIMIT_HITS = Counter("hub_rate_limit_hits_total", "Requests refused by a rate limit", ["limit"])
+# Outgoing webhooks (server/worker.py). Outcome: succeeded, or the error kind of a failed attempt.
+WEBHOOK_ATTEMPTS = Counter("hub_webhook_attempts_total", "Webhook delivery attempts by outcome", ["outcome"])
+WEBHOOK_ATTEMPT_DURATION = Histogram(
+    "hub_webhook_attempt_duration_seconds", "Duration of webhook delivery attempts",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
+)
+WEBHOOK_PENDING = Gauge("hub_webhook_pending_deliveries", "Webhook deliveries not yet delivered, exhausted or failed")
+WEBHOOK_OLDEST_PENDING_AGE = Gauge("hub_webhook_oldest_pending_age_seconds",
+                                   "Age of the oldest pending webhook delivery (0 when none)")
 
 # Fields of the per-request line, in this order (runbook 6.2: correlate by requestId).
 REQUEST_FIELDS = ("requestId", "method", "path", "operationId", "status", "durationMs", "tenantId")
@@ -52,3 +61,9 @@ def configure_logging(log_format: str) -> None:
     root.setLevel(logging.INFO)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs full URLs, query strings included
+
+
+def observe_backlog(pending: int, oldest_age_seconds: float | None) -> None:
+    """Set the webhook backlog gauges: pending deliveries and the oldest one's age in seconds."""
+    WEBHOOK_PENDING.set(pending)
+    WEBHOOK_OLDEST_PENDING_AGE.set(max(0.0, oldest_age_seconds or 0.0))

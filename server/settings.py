@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     realtime_recheck_seconds: float = Field(default=30.0, alias="HUB_REALTIME_RECHECK_SECONDS", gt=0, le=60)
     realtime_poll_seconds: float = Field(default=1.0, alias="HUB_REALTIME_POLL_SECONDS", gt=0, le=60)
     swagger_ui: bool | None = Field(default=None, alias="HUB_SWAGGER_UI")
+    # Outgoing webhooks (README "Webhooks"). Svix's schedule: the first try at once, then retries.
+    webhook_retry_schedule: str = Field(default="0,5,300,1800,7200,18000,36000,36000",
+                                        alias="HUB_WEBHOOK_RETRY_SCHEDULE")
+    webhook_secret_grace_seconds: int = Field(default=24 * 3600, alias="HUB_WEBHOOK_SECRET_GRACE_SECONDS",
+                                              ge=0, le=24 * 3600)
+    webhook_lease_seconds: float = Field(default=60.0, alias="HUB_WEBHOOK_LEASE_SECONDS", gt=0, le=3600)
+    worker_concurrency: int = Field(default=16, alias="HUB_WORKER_CONCURRENCY", ge=1, le=1000)
+    worker_poll_seconds: float = Field(default=0.05, alias="HUB_WORKER_POLL_INTERVAL", gt=0, le=60)
 
     @field_validator("jwt_secret")
     @classmethod
@@ -79,6 +87,22 @@ class Settings(BaseSettings):
         if value and len(value) < 32:
             raise ValueError("JWT_SECRET must be at least 32 characters")
         return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule_is_seconds(cls, value: str) -> str:
+        try:
+            delays = [float(item) for item in value.split(",") if item.strip()]
+        except ValueError:
+            raise ValueError("HUB_WEBHOOK_RETRY_SCHEDULE is comma-separated seconds, e.g. 0,5,300") from None
+        if not delays or any(delay < 0 for delay in delays) or len(delays) > 50:
+            raise ValueError("HUB_WEBHOOK_RETRY_SCHEDULE needs 1 to 50 delays, none negative")
+        return value
+
+    @property
+    def retry_schedule(self) -> tuple[float, ...]:
+        """The webhook retry schedule in seconds: delay before attempt 1, 2, ... (`HUB_WEBHOOK_RETRY_SCHEDULE`)."""
+        return tuple(float(item) for item in self.webhook_retry_schedule.split(",") if item.strip())
 
     @model_validator(mode="after")
     def _fill_development_defaults(self) -> "Settings":

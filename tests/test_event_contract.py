@@ -8,7 +8,7 @@ import copy
 from types import SimpleNamespace
 
 from tests import event_contract
-from tests.event_contract import EMITTED_ELSEWHERE_UNTIL_MERGE, declared_schemas, problems
+from tests.event_contract import declared_schemas, problems
 
 
 def examples() -> list[dict]:
@@ -44,10 +44,8 @@ def test_a_type_never_emitted_fails_a_full_run_only():
     assert problems(events, declared_schemas(), full_run=False) == []
 
 
-def test_types_emitted_by_the_webhooks_work_are_excused_until_the_merge():
-    assert EMITTED_ELSEWHERE_UNTIL_MERGE <= set(declared_schemas())
-    events = [event for event in examples() if event["type"] not in EMITTED_ELSEWHERE_UNTIL_MERGE]
-    assert problems(events, declared_schemas(), full_run=True) == []
+def test_every_declared_example_passes_a_full_run():
+    assert problems(examples(), declared_schemas(), full_run=True) == []
 
 
 def test_only_a_run_of_every_test_file_without_selection_is_full(request):

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import uuid
 import json
 from dataclasses import dataclass, field
 from collections.abc import Callable, Iterator
@@ -233,6 +234,18 @@ class World:
         assert done.status_code == 302 and "status=connected" in done.headers["location"], done.headers
         return member, integration
 
+    def event_id(self, admin: factories.Account) -> str:
+        """The id of the newest event of `admin`'s tenant (one exists: registering made none, the setup did)."""
+        from sqlmodel import select
+
+        from persistence.db import transaction
+        from persistence.models import Event
+
+        self.integration(admin, "api_key")
+        with transaction() as session:
+            return session.exec(select(Event.id).where(Event.tenant_id == uuid.UUID(admin.tenant_id))
+                                .order_by(Event.seq.desc()).limit(1)).one()
+
     def login_account(self, login_example: dict, register_example: dict) -> str:
         """Return an email the login example's password signs in with: the example's own email,
         registered here if nobody did yet; a fresh one if another test took it with another password."""
@@ -326,6 +339,22 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         assert first.status_code == 200, first.text
         return Replay(admin, query={"after": first.json()["nextCursor"]})
 
+    def webhook_endpoint(**extra_path):
+        def recipe():
+            admin = w.admin()
+            response = w.client.post("/api/v1/webhooks/endpoints", json={"url": f"{w.sandbox.base_url}/hooks"},
+                                     headers=admin.headers)
+            assert response.status_code == 201, response.text
+            path = {"endpointId": response.json()["id"]}
+            if extra_path.get("event"):
+                path["eventId"] = w.event_id(admin)
+            return Replay(admin, path=path)
+        return recipe
+
+    def webhook_message():
+        admin = w.admin()
+        return Replay(admin, path={"eventId": w.event_id(admin)})
+
     def with_integration(auth_type):
         def recipe():
             admin = w.admin()
@@ -396,6 +425,18 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         "list_event_types": as_admin(),
         # realtime
         "stream_events": lambda: Replay(w.admin(), stream=True),
+        # webhooks
+        "list_webhook_endpoints": as_admin(),
+        "create_webhook_endpoint": as_admin(),
+        "get_webhook_endpoint": webhook_endpoint(),
+        "update_webhook_endpoint": webhook_endpoint(),
+        "delete_webhook_endpoint": webhook_endpoint(),
+        "rotate_webhook_secret": webhook_endpoint(),
+        "list_webhook_endpoint_attempts": webhook_endpoint(),
+        "list_webhook_message_attempts": webhook_message,
+        "resend_webhook_message": webhook_endpoint(event=True),
+        "recover_webhook_messages": webhook_endpoint(),
+        "send_webhook_test": webhook_endpoint(),
         # root: probes
         "get_health": lambda: Replay(),
         "get_integrations_health": as_admin(),

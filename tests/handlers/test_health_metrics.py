@@ -110,8 +110,10 @@ class TestGetHealth:
 
         assert response.status_code == 200, response.text
         body = response.json()
-        assert set(body) == {"status", "checks", "timestamp"}
+        assert set(body) == {"status", "checks", "timestamp", "webhooks"}
         assert (body["status"], body["checks"]) == ("healthy", {"database": "up"})
+        assert set(body["webhooks"]) == {"workerLastHeartbeat", "workerStatus", "pendingDeliveries",
+                                         "oldestPendingAgeSeconds"}
         assert RFC3339_UTC.match(body["timestamp"]), body["timestamp"]
         assert "Retry-After" not in response.headers
         assert response.headers["X-Request-ID"]
