@@ -17,6 +17,7 @@ from starlette.responses import Response
 from server.errors import ApiError, error_response
 from server.observability import REQUEST_DURATION
 from server.request_context import adopt_request_id, set_request_id
+from server.validation import normalize_media_type
 
 logger = logging.getLogger("hub.request")
 
@@ -43,6 +44,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        normalize_media_type(scope)
         headers = dict(scope.get("headers") or [])
         request_id = adopt_request_id(headers.get(b"x-request-id", b"").decode("latin-1"))
         set_request_id(request_id)
