@@ -379,6 +379,9 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         # audit logs
         "list_tenant_audit_logs": as_admin(),
         "list_audit_logs": lambda: Replay(sa),
+        # index (both documents)
+        "get_api_index": lambda: Replay(),
+        "get_root_index": lambda: Replay(),
         # root: probes
         "get_health": lambda: Replay(),
         "get_integrations_health": as_admin(),
