@@ -29,15 +29,18 @@ def ensure_super_admin(session: Session, *, email: str, password: str) -> bool:
     return True
 
 
-def sandbox_entry(base_url: str, *, client_id: str, client_secret: str) -> dict:
-    """Return the catalog entry (column names) of the bundled sandbox CRM served at `base_url`."""
+def sandbox_documents(base_url: str, *, client_id: str, client_secret: str) -> list[dict]:
+    """Return the catalog documents (API field names) of the bundled sandbox CRM at `base_url`, one per auth type.
+
+    `sandbox_crm` connects by OAuth2 (authorization code + PKCE, with `client_id`/`client_secret`
+    registered at the sandbox); `sandbox_crm_api_key` (X-API-Key), `sandbox_crm_basic` (HTTP
+    Basic) and `sandbox_crm_custom` (credentials sent as headers, e.g. `{"X-API-Key": ...}`) take
+    the static credentials the sandbox accepts (`sandbox-api-key`, `sandbox-user`/`sandbox-password`).
+    Each is checked by the sandbox's `GET /me`, which answers 401 without credentials.
+    """
     base = base_url.rstrip("/")
-    return providers.document_columns({
-        "name": "Sandbox CRM",
-        "displayName": "Sandbox CRM",
-        "description": "The hub's bundled offline CRM: OAuth2 with PKCE, API key or basic auth, paged accounts and contacts.",
+    common = {
         "category": "crm",
-        "provider": "sandbox_crm",
         "status": "active",
         "audience": "tenant",
         "capabilities": ["read", "search", "sync"],
@@ -49,17 +52,6 @@ def sandbox_entry(base_url: str, *, client_id: str, client_secret: str) -> dict:
         "searchableEntities": ["Account", "Contact"],
         "searchCapabilities": {"fullText": True, "fieldSpecific": False, "filtered": True},
         "requiresUserScoping": False,
-        "authType": "oauth2",
-        "oauthConfig": {
-            "authorizationUrl": f"{base}/oauth/authorize",
-            "tokenUrl": f"{base}/oauth/token",
-            "revocationUrl": f"{base}/oauth/revoke",
-            "scopes": ["crm.read", "crm.write"],
-            "scopeSeparator": " ",
-            "pkceRequired": True,
-            "clientId": client_id,
-            "clientSecret": client_secret,
-        },
         "availableEntities": [
             {"name": "Account", "displayName": "Accounts", "fields": [{"name": "name", "type": "string"}],
              "sync": _sandbox_sync("accounts", title="name", searchable=["name"])},
@@ -75,7 +67,43 @@ def sandbox_entry(base_url: str, *, client_id: str, client_secret: str) -> dict:
         "apiBaseUrl": base,
         "testRequest": {"method": "GET", "path": "/me", "expectedStatus": 401},
         "apiKeyHeader": "X-API-Key",
-    })
+    }
+    oauth = {
+        "name": "Sandbox CRM",
+        "displayName": "Sandbox CRM",
+        "description": "The hub's bundled offline CRM, connected by OAuth2 with PKCE: paged accounts and contacts.",
+        "provider": "sandbox_crm",
+        "authType": "oauth2",
+        "oauthConfig": {
+            "authorizationUrl": f"{base}/oauth/authorize",
+            "tokenUrl": f"{base}/oauth/token",
+            "revocationUrl": f"{base}/oauth/revoke",
+            "scopes": ["crm.read", "crm.write"],
+            "scopeSeparator": " ",
+            "pkceRequired": True,
+            "clientId": client_id,
+            "clientSecret": client_secret,
+        },
+    }
+    static = [
+        ("api_key", "sandbox_crm_api_key", "Sandbox CRM (API key)",
+         'connected with an API key in X-API-Key (`{"apiKey": "sandbox-api-key"}`)'),
+        ("basic", "sandbox_crm_basic", "Sandbox CRM (basic auth)",
+         'connected with HTTP Basic (`{"username": "sandbox-user", "password": "sandbox-password"}`)'),
+        ("custom", "sandbox_crm_custom", "Sandbox CRM (custom headers)",
+         'connected with custom credentials sent as headers (`{"X-API-Key": "sandbox-api-key"}`)'),
+    ]
+    documents = [{**common, **oauth}]
+    for auth_type, key, name, how in static:
+        documents.append({**common, "name": name, "displayName": name, "provider": key, "authType": auth_type,
+                          "oauthConfig": None, "description": f"The hub's bundled offline CRM, {how}."})
+    return documents
+
+
+def sandbox_entries(base_url: str, *, client_id: str, client_secret: str) -> list[dict]:
+    """Return `sandbox_documents` as catalog entries (column names), ready for `seed_catalog`."""
+    return [providers.document_columns(document)
+            for document in sandbox_documents(base_url, client_id=client_id, client_secret=client_secret)]
 
 
 def _sandbox_sync(kind: str, *, title: str, searchable: list[str]) -> dict:

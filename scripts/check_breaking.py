@@ -17,7 +17,11 @@ Every difference is classified:
 * ADDITION: a new path, operation, optional parameter, request or response field, enum value
   (in a response too: clients must tolerate values they do not know), status code, media type, security alternative, or scope granted to a role.
 * CHANGE: anything else (descriptions, examples, a looser request constraint, a removed error
-  status, looser auth, ...).
+  status, looser auth, ...), and one narrowing that is not a break: the hub's free-text pattern
+  (NUL_FREE_PATTERN) put on a string that had no pattern. It excludes only NUL, which the hub
+  refuses in every string with 400 whatever the contract says (server/validation.py: PostgreSQL
+  text cannot store it, so such a request never succeeded there): the pattern documents an
+  existing refusal, it refuses nothing new.
 
 The version rule (info.version is semver, the baseline's is the last release):
 the change needs a MAJOR bump when breaking, MINOR for additions, PATCH for other changes, none
@@ -47,6 +51,8 @@ HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "tra
 SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 STRUCTURE_KEYS = {"properties", "required", "items", "additionalProperties", "oneOf", "anyOf", "allOf", "enum",
                   "type", "nullable", "readOnly", "writeOnly"}
+# The pattern the contract puts on free text (server/validation.py TEXT_PATTERN): anything but NUL.
+NUL_FREE_PATTERN = "^[^\\u0000]*$"
 CONSTRAINT_KEYS = {"maxLength", "maximum", "maxItems", "maxProperties", "minLength", "minimum", "minItems",
                    "minProperties", "exclusiveMaximum", "exclusiveMinimum", "uniqueItems", "pattern", "format",
                    "multipleOf"}
@@ -264,7 +270,9 @@ class SchemaDiff:
                 (tighter if new.get(key) else looser).append(f"{key} {'added' if new.get(key) else 'dropped'}")
         for key in ("pattern", "format", "multipleOf"):
             if old.get(key) != new.get(key):
-                (tighter if key in new else looser).append(f"{key} {old.get(key)!r} -> {new.get(key)!r}")
+                documents_refusal = key == "pattern" and "pattern" not in old and new["pattern"] == NUL_FREE_PATTERN
+                (tighter if key in new and not documents_refusal else looser).append(
+                    f"{key} {old.get(key)!r} -> {new.get(key)!r}" + (" (documents the NUL refusal)" if documents_refusal else ""))
         if old.get("additionalProperties") is not False and new.get("additionalProperties") is False:
             tighter.append("additional properties no longer accepted")
         elif old.get("additionalProperties") is False and new.get("additionalProperties") is not False:

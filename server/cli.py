@@ -36,8 +36,8 @@ def bootstrap(settings: Settings) -> None:
     with db.transaction() as session:
         created = seeding.ensure_super_admin(session, email=settings.hub_admin_email, password=password)
         added = seeding.seed_catalog(session)
-        added += seeding.seed_catalog(session, [seeding.sandbox_entry(
-            settings.sandbox_url, client_id=settings.sandbox_client_id, client_secret=settings.sandbox_client_secret)])
+        added += seeding.seed_catalog(session, seeding.sandbox_entries(
+            settings.sandbox_url, client_id=settings.sandbox_client_id, client_secret=settings.sandbox_client_secret))
     if created:
         print(f"Created super admin {settings.hub_admin_email}", flush=True)
         if not settings.hub_admin_password:

@@ -103,13 +103,15 @@ async def handle_domain_error(_request: ConnexionRequest, exc: DomainError) -> C
     return error_response(exc.status, exc.code, exc.message, exc.details)
 
 
-async def handle_problem(_request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
+async def handle_problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
     """Answer a problem raised by Connexion itself (validation, security, content type)."""
     status = exc.status or 500
     code = _CODE_BY_STATUS.get(status, "INTERNAL_ERROR")
     message = str(exc.detail or exc.title or "Request failed")
     if status == 401 and message.startswith("No authorization token"):
         code, message = "NO_TOKEN", "Authorization header missing or not a Bearer token"
+        if request.headers.get("authorization", "").strip():
+            message = "Authorization header is not a Bearer token"
     if status >= 500:
         logger.error("problem %s: %s", status, message)
         message = "An unexpected error occurred"

@@ -45,13 +45,37 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+# Fields a text line appends as key=value (the message already shows method, path, status, duration).
+TEXT_FIELDS = ("requestId", "operationId", "tenantId")
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger message`, then `requestId=... operationId=... tenantId=...` when the record has them.
+
+    A field the request did not have (no tenant: anonymous or platform caller) shows as `-`, so
+    every request line has the same shape and greps by `requestId=` always work.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as one text line, with the request fields it carries appended."""
+        line = super().format(record)
+        if hasattr(record, "requestId"):
+            line += "".join(f" {key}={getattr(record, key, None) or '-'}" for key in TEXT_FIELDS)
+        return line
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    """Return the formatter of `HUB_LOG_FORMAT`: JsonFormatter for "json", else TextFormatter."""
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
 def configure_logging(log_format: str) -> None:
     """Log to stderr at INFO, as JSON when `log_format` is "json", else as text lines."""
     handler = logging.StreamHandler()
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(formatter(log_format))
     # Every request logs a line: skip what no line shows (the HOWTO's "Optimization" section):
     # the caller's file and line, thread and process names.
     logging._srcfile = None

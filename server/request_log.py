@@ -17,8 +17,10 @@ from starlette.responses import Response
 from server.errors import ApiError, error_response
 from server.observability import REQUEST_DURATION
 from server.request_context import adopt_request_id, set_request_id
+from server.validation import normalize_media_type
 
 logger = logging.getLogger("hub.request")
+API_BASE = "/api/v1"
 
 
 class BodyTooLarge(ApiError):
@@ -46,6 +48,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        normalize_media_type(scope)
         headers = dict(scope.get("headers") or [])
         request_id = adopt_request_id(headers.get(b"x-request-id", b"").decode("latin-1"))
         set_request_id(request_id)
@@ -62,6 +65,14 @@ class RequestContextMiddleware:
                     headers.setdefault(key, value)
             await send(message)
 
+        if scope.get("path") == API_BASE:
+            # The versioned API's index is `/api/v1/` (openapi.yaml `/`); its bare base path
+            # redirects there, as a directory does, instead of answering 404.
+            query = scope.get("query_string", b"").decode("latin-1")
+            location = API_BASE + "/" + (f"?{query}" if query else "")
+            await Response(status_code=308, headers={"Location": location})(scope, receive, send_with_id)
+            self._log(scope, request_id, 308, time.perf_counter() - started)
+            return
         declared = headers.get(b"content-length")
         try:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:

@@ -108,8 +108,12 @@ def authenticate_api_key(token: str) -> dict[str, Any]:
     """Verify an API token (X-API-Key, or Bearer) and return `token_info` acting as its creator.
 
     Its scopes are the token's, cut down to what the creator's role still grants. A revoked or
-    expired token, or one whose creator is gone or inactive, answers 401 INVALID_TOKEN at once.
+    expired token, or one whose creator is gone or inactive, answers 401 INVALID_TOKEN at once;
+    an empty header answers 401 NO_TOKEN "X-API-Key header is empty".
     """
+    if not token.strip():
+        AUTH_FAILURES.labels(code="NO_TOKEN").inc()
+        raise ApiError(401, "NO_TOKEN", "X-API-Key header is empty")
     rt = runtime.get()
     with transaction() as session:
         row = api_tokens.authenticate(session, token=token)

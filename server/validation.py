@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
+import re
 import typing as t
 
 import jsonschema_rs
@@ -26,7 +28,8 @@ from connexion.validators import (
     ParameterValidator,
 )
 from jsonschema import Draft4Validator, ValidationError
-from starlette.types import Scope
+from starlette.datastructures import Headers
+from starlette.types import Receive, Scope
 
 from server.errors import ApiError
 
@@ -45,6 +48,22 @@ _SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf"})
 _SCHEMA_ONE = frozenset({"not", "additionalProperties", "additionalItems"})
 _WRITE_ONLY = ("writeOnly", "x-writeOnly")
 _NEVER_VALID = {"not": {}}  # Draft 4 has no `false` schema
+
+# How deep a request body may nest (objects and arrays). The deepest schema of the contract
+# nests 5 levels; 64 leaves room without letting a body drive recursion (the JSON parser and
+# jsonschema both recurse) anywhere near Python's limit.
+MAX_DEPTH = 64
+# The contract's pattern for free text (openapi/components/common.yaml `Text`): anything but NUL.
+TEXT_PATTERN = "^[^\\u0000]*$"
+# What a body's strings and keys must not hold, and why (rule name, message):
+# NUL: PostgreSQL text cannot store it; an unpaired UTF-16 surrogate (a lone "\ud800" escape)
+# is not a Unicode scalar value: it cannot be encoded as UTF-8 for the database or a response.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_REFUSED_TEXT = (
+    ("noNul", "must not contain NUL characters", lambda text: "\x00" in text),
+    ("noLoneSurrogates", "must not contain unpaired surrogates (\\ud800-\\udfff)",
+     lambda text: _LONE_SURROGATE.search(text) is not None),
+)
 
 # One entry per (schema, mode): Connexion hands the same schema dict to the validator it builds
 # for every request of an operation. Bounded, so a caller building schemas per request cannot
@@ -65,9 +84,20 @@ class StrictJSONRequestBodyValidator(JSONRequestBodyValidator):
     - Schema violations answer a message naming the field and the rule, with
       `details.field`, instead of jsonschema's message quoting the submitted value.
     - A body the compiled validator accepts skips the pure-Python validation.
-    - A string (or key) holding a NUL character answers 400: PostgreSQL text cannot store one
-      (it would be a 500 there, and a stored value on SQLite), so both databases refuse alike.
+    - A body without a media type answers 415 (see `wrap_receive`); what `parse_json_body`
+      refuses (NUL, lone surrogates, non-finite numbers, nesting past MAX_DEPTH) answers 400.
     """
+
+    async def wrap_receive(self, receive: Receive, *, scope: Scope) -> tuple[Receive, Scope]:
+        """Refuse a body that comes without a media type (415), then parse and validate it as JSON.
+
+        Connexion would guess `application/json` and hand the handler raw bytes; RFC 9110
+        section 8.3 lets a recipient refuse to guess, and a client that sends JSON says so.
+        """
+        headers = Headers(scope=scope)
+        if "content-type" not in headers and int(headers.get("content-length") or 0):
+            raise ApiError(415, "VALIDATION_ERROR", "The request body has no Content-Type; send application/json")
+        return await super().wrap_receive(receive, scope=scope)
 
     async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope: Scope) -> t.Any:
         raw = b"".join([message async for message in stream])
@@ -77,16 +107,7 @@ class StrictJSONRequestBodyValidator(JSONRequestBodyValidator):
             raise BadRequestProblem(detail="Request body is not valid UTF-8") from None
         if not text:
             return None
-        try:
-            body = json.loads(text)
-        except ValueError as exc:
-            raise BadRequestProblem(detail=f"Request body is not valid JSON: {exc}") from None
-        # JSON carries NUL only as the escape \u0000: look for it only then.
-        if "u0000" in text and (path := nul_path(body)) is not None:
-            raise ApiError(400, "VALIDATION_ERROR", f"'{path}' must not contain NUL characters",
-                           details={"field": path})
-        return body
-
+        return parse_json_body(text)
 
     def _validate(self, body: t.Any) -> dict | None:
         if not self._nullable and body is None:
@@ -97,7 +118,7 @@ class StrictJSONRequestBodyValidator(JSONRequestBodyValidator):
             return self._validator.validate(body)
         except ValidationError as exc:
             field = ".".join(str(part) for part in exc.absolute_path) or "body"
-            raise ApiError(400, "VALIDATION_ERROR", describe(exc, field), details={"field": field}) from None
+            raise schema_error(exc, field) from None
 
 
 class CompiledJSONResponseBodyValidator(JSONResponseBodyValidator):
@@ -122,20 +143,28 @@ class CachedParameterValidator(ParameterValidator):
     """
 
     @staticmethod
-    def validate_parameter(parameter_type: str, value: t.Any, param: dict, param_name: str | None = None) -> str | None:
-        """Return the error message for `value` of parameter `param`, or None when it is valid."""
+    def validate_parameter(parameter_type: str, value: t.Any, param: dict, param_name: str | None = None) -> None:
+        """Return None when `value` of parameter `param` is valid, else raise ApiError 400.
+
+        The error names the parameter and the rule for people ("limit: must be at most 100"),
+        with `details` {field, rule, in}, instead of Connexion's dump of the jsonschema error.
+        """
         if is_nullable(param) and is_null(value):
             return None
+        name = param.get("name", param_name)
         if value is not None and nul_path(value) is not None:
-            return f"{parameter_type} parameter '{param.get('name', param_name)}' must not contain NUL characters"
+            raise ApiError(400, "VALIDATION_ERROR", f"{name}: must not contain NUL characters",
+                           details={"field": name, "rule": "noNul", "in": parameter_type})
         if value is not None:
             try:
                 parameter_validator(param).validate(value)
             except ValidationError as exception:
-                return str(exception)
+                path = ".".join(str(part) for part in exception.absolute_path)
+                raise schema_error(exception, f"{name}.{path}" if path else name, **{"in": parameter_type}) from None
             return None
         if param.get("required"):
-            return f"Missing {parameter_type} parameter '{param['name']}'"
+            raise ApiError(400, "VALIDATION_ERROR", f"{name}: is required",
+                           details={"field": name, "rule": "required", "in": parameter_type})
         return None
 
 
@@ -165,6 +194,103 @@ def nul_path(value: t.Any, path: str = "body") -> str | None:
     return None
 
 
+def parse_json_body(text: str) -> t.Any:
+    """Parse a request body (`text`, decoded UTF-8) as strict JSON, or raise ApiError 400.
+
+    Refused, each with `details` {field, rule}: nesting deeper than MAX_DEPTH (`maxDepth`);
+    `NaN`, `Infinity` and numbers overflowing to infinity such as `1e999` (`finiteNumber`: RFC
+    8259 section 6 has no such values, Python's parser accepts them); a NUL (`noNul`) or an
+    unpaired surrogate (`noLoneSurrogates`) in a string or key. Syntax errors answer Connexion's
+    BadRequestProblem.
+    """
+    non_finite = []
+
+    def flag_constant(name: str) -> float:
+        non_finite.append(name)
+        return float(name)
+
+    def checked_float(literal: str) -> float:
+        number = float(literal)
+        if not math.isfinite(number):
+            non_finite.append(literal)
+        return number
+
+    try:
+        body = json.loads(text, parse_constant=flag_constant, parse_float=checked_float)
+    except RecursionError:
+        raise too_deep() from None
+    except ValueError as exc:
+        raise BadRequestProblem(detail=f"Request body is not valid JSON: {exc}") from None
+    # Each walk is skipped when the text cannot hold what it looks for: NUL and lone surrogates
+    # only arrive as \u escapes, and a body with few brackets cannot nest deep.
+    if non_finite or "\\u" in text or text.count("[") + text.count("{") > MAX_DEPTH:
+        refused = refused_value(body)
+        if refused is not None:
+            field, rule, message = refused
+            if rule == "maxDepth":
+                raise too_deep()
+            raise ApiError(400, "VALIDATION_ERROR", f"{field}: {message}", details={"field": field, "rule": rule})
+    return body
+
+
+def too_deep() -> ApiError:
+    """Return the 400 for a body nested deeper than MAX_DEPTH."""
+    return ApiError(400, "VALIDATION_ERROR", f"Request body is nested deeper than {MAX_DEPTH} levels",
+                    details={"field": "body", "rule": "maxDepth", "limit": MAX_DEPTH})
+
+
+def refused_value(body: t.Any) -> tuple[str, str, str] | None:
+    """Return (dotted field path, rule, message) of the first value a request body must not hold, or None.
+
+    Walks `body` (parsed JSON) depth first without recursion, so no depth can exhaust the stack.
+    Rules: `maxDepth` (deeper than MAX_DEPTH), `finiteNumber`, `noNul`, `noLoneSurrogates`.
+    """
+    stack: list[tuple[str, int, t.Any]] = [("", 1, body)]
+    while stack:
+        path, depth, value = stack.pop()
+        if isinstance(value, dict):
+            if depth > MAX_DEPTH:
+                return "body", "maxDepth", ""
+            children = []
+            for key, item in value.items():
+                inner = f"{path}.{key}" if path else key
+                for rule, message, found in _REFUSED_TEXT:
+                    if found(key):
+                        return inner, rule, message
+                children.append((inner, depth + 1, item))
+            stack.extend(reversed(children))
+        elif isinstance(value, list):
+            if depth > MAX_DEPTH:
+                return "body", "maxDepth", ""
+            stack.extend(reversed([(f"{path}.{index}" if path else str(index), depth + 1, item)
+                                   for index, item in enumerate(value)]))
+        elif isinstance(value, str):
+            for rule, message, found in _REFUSED_TEXT:
+                if found(value):
+                    return path or "body", rule, message
+        elif isinstance(value, float) and not math.isfinite(value):
+            return path or "body", "finiteNumber", "must be a finite number"
+    return None
+
+
+def normalize_media_type(scope: Scope) -> None:
+    """Lower-case the media type of the request's Content-Type header in `scope`, parameters kept.
+
+    RFC 9110 section 8.3.1: type and subtype are case-insensitive. Connexion matches them
+    case-sensitively (`Application/JSON` would skip body validation and hand the handler bytes).
+    """
+    headers = scope.get("headers") or []
+    for index, (name, value) in enumerate(headers):
+        if name == b"content-type" or name.lower() == b"content-type":
+            media, sep, params = value.partition(b";")
+            lowered = media.strip().lower()
+            if lowered != media or name != b"content-type":
+                headers = list(headers)
+                headers[index] = (b"content-type", lowered + sep + params)
+                scope["headers"] = headers
+            return
+
+
 def parameter_validator(param: dict) -> Draft4Validator:
     """Return the Draft 4 validator of a parameter definition's schema, built on first use.
 
@@ -181,24 +307,72 @@ def parameter_validator(param: dict) -> Draft4Validator:
     return validator
 
 
-def describe(error: ValidationError, field: str) -> str:
-    """Return a message for a schema violation that names the field and rule, never the value.
+_KINDS = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
+          "object": "an object", "array": "an array", "null": "null"}
 
-    jsonschema's own messages quote the offending value, which may be a password or megabytes
-    long; the envelope must carry neither.
+
+def describe(error: ValidationError, field: str) -> str:
+    """Return "<field>: <what the rule wants>" for a schema violation, never quoting the value.
+
+    jsonschema's own messages quote the offending value (a password, megabytes of text) and
+    `str(error)` dumps the schema; the envelope carries neither. E.g. "name: must be at most
+    200 characters". `field` is the dotted path of the value ("body" for the whole body).
+    """
+    return f"{field}: {_rule_text(error)}"
+
+
+def schema_error(error: ValidationError, field: str, **where: str) -> ApiError:
+    """Return the 400 VALIDATION_ERROR for a schema violation at `field`.
+
+    `details` is {field, rule (the JSON Schema keyword), expected (the rule's bound, for
+    scalar bounds)} plus `where` (e.g. in="query" for a parameter). For `required` the field is
+    the missing property's path.
     """
     keyword, expected = error.validator, error.validator_value
-    if keyword == "required":
-        return error.message[:200]
+    if keyword == "required" and isinstance(error.instance, dict) and isinstance(expected, list):
+        missing = next((name for name in expected if name not in error.instance), None)
+        if missing is not None:
+            field = missing if field == "body" else f"{field}.{missing}"
+            return ApiError(400, "VALIDATION_ERROR", f"{field}: is required",
+                            details={"field": field, "rule": "required", **where})
+    details: dict[str, t.Any] = {"field": field, "rule": str(keyword), **where}
+    if isinstance(expected, (int, float)) and not isinstance(expected, bool) and keyword != "type":
+        details["expected"] = expected
+    return ApiError(400, "VALIDATION_ERROR", describe(error, field), details=details)
+
+
+def _rule_text(error: ValidationError) -> str:
+    keyword, expected = error.validator, error.validator_value
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if keyword == "required" and isinstance(error.instance, dict) and isinstance(expected, list):
+        missing = [name for name in expected if name not in error.instance]
+        return f"requires {', '.join(repr(name) for name in missing[:5])}"
     if keyword == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {}))) if isinstance(error.instance, dict) else []
-        names = ", ".join(repr(name[:50]) for name in extra[:5])
-        return f"'{field}' has unexpected properties: {names}"
-    if keyword in ("maxLength", "minLength", "maximum", "minimum", "maxItems", "minItems", "maxProperties",
-                   "minProperties", "pattern", "enum", "type", "format"):
-        rendered = expected if not isinstance(expected, (list, dict)) else (expected if len(str(expected)) <= 200 else "...")
-        return f"'{field}' does not satisfy {keyword} {rendered}"
-    return f"'{field}' is invalid ({keyword})"
+        extra = sorted(set(error.instance) - set(schema.get("properties", {}))) if isinstance(error.instance, dict) else []
+        return "has unexpected properties: " + ", ".join(repr(name[:50]) for name in extra[:5])
+    texts = {
+        "maxLength": lambda n: f"must be at most {n} characters",
+        "minLength": lambda n: "must not be empty" if n == 1 else f"must be at least {n} characters",
+        "maxItems": lambda n: f"must have at most {n} items",
+        "minItems": lambda n: "must not be empty" if n == 1 else f"must have at least {n} items",
+        "maxProperties": lambda n: f"must have at most {n} properties",
+        "minProperties": lambda n: f"must have at least {n} properties",
+        "maximum": lambda n: f"must be less than {n}" if schema.get("exclusiveMaximum") else f"must be at most {n}",
+        "minimum": lambda n: f"must be greater than {n}" if schema.get("exclusiveMinimum") else f"must be at least {n}",
+        "multipleOf": lambda n: f"must be a multiple of {n}",
+        "uniqueItems": lambda n: "must not repeat items",
+        "format": lambda n: f"must be a valid {n}",
+        "pattern": lambda n: ("must not contain NUL characters" if n == TEXT_PATTERN
+                              else f"must match the pattern {n}" if len(str(n)) <= 120 else "does not match the expected pattern"),
+        "enum": lambda n: ("must be one of: " + ", ".join(str(v) for v in n[:20]) + (", ..." if len(n) > 20 else "")),
+        "type": lambda n: "must be " + " or ".join(_KINDS.get(kind, str(kind)) for kind in ([n] if isinstance(n, str) else n)),
+        "anyOf": lambda n: "does not match any of the allowed shapes",
+        "oneOf": lambda n: "must match exactly one of the allowed shapes",
+        "allOf": lambda n: "does not match every required shape",
+        "not": lambda n: "is not allowed here",
+    }
+    text = texts.get(keyword)
+    return text(expected) if text else f"is invalid ({keyword})"
 
 
 def passes_compiled(schema: dict, instance: t.Any, *, mode: Mode) -> bool:

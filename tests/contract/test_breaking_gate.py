@@ -265,6 +265,33 @@ def test_looser_request_constraints_and_auth_are_not_breaking(released, tmp_path
     assert "widened: maxLength 200 -> 400" in output and "x-required-scopes loosened" in output
 
 
+def test_the_nul_free_pattern_on_free_text_is_not_breaking(released, tmp_path):
+    """The hub refuses NUL in every string (server/validation.py); the pattern only says so."""
+    base = bumped(copy.deepcopy(released), "1.0.0")
+    schema(base, "RegisterRequest")["properties"]["name"].pop("pattern", None)
+    current = bumped(copy.deepcopy(base), "1.0.1")
+    schema(current, "RegisterRequest")["properties"]["name"]["pattern"] = gate.NUL_FREE_PATTERN
+    status, output = gate_output(base, current, tmp_path)
+    assert status == 0, output
+    assert "(documents the NUL refusal)" in output
+
+
+def test_any_other_new_pattern_is_still_breaking(released, tmp_path):
+    base = bumped(copy.deepcopy(released), "1.0.0")
+    schema(base, "RegisterRequest")["properties"]["name"].pop("pattern", None)
+    current = bumped(copy.deepcopy(base), "1.0.1")
+    schema(current, "RegisterRequest")["properties"]["name"]["pattern"] = "^[^\\u0000<>]*$"
+    status, output = gate_output(base, current, tmp_path)
+    assert status == 1
+    assert "field 'name' narrowed: pattern None" in output, output
+
+
+def test_the_gate_knows_the_pattern_the_hub_enforces():
+    from server.validation import TEXT_PATTERN
+
+    assert gate.NUL_FREE_PATTERN == TEXT_PATTERN
+
+
 def test_current_bundle_passes_against_the_last_release(bundle_output):
     """The real gate, as CI and developers run it: build/openapi.yaml vs openapi/releases/."""
     releases = sorted((ROOT / "openapi" / "releases").glob("*.yaml"))

@@ -437,6 +437,9 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         "resend_webhook_message": webhook_endpoint(event=True),
         "recover_webhook_messages": webhook_endpoint(),
         "send_webhook_test": webhook_endpoint(),
+        # index (both documents)
+        "get_api_index": lambda: Replay(),
+        "get_root_index": lambda: Replay(),
         # root: probes
         "get_health": lambda: Replay(),
         "get_integrations_health": as_admin(),

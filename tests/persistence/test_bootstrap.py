@@ -9,6 +9,7 @@ from jsonschema import Draft4Validator
 from sqlmodel import select
 
 from persistence import bootstrap, providers
+from persistence.bootstrap import sandbox_documents
 from persistence.db import transaction
 from persistence.errors import InvalidInput
 from persistence.models import Provider, User
@@ -124,3 +125,42 @@ class TestEnsureSuperAdmin:
             assert bootstrap.ensure_super_admin(session, email=conftest.ADMIN_EMAIL, password="a-different-password") is False
 
         factories.login(client, conftest.ADMIN_EMAIL, conftest.ADMIN_PASSWORD)
+
+
+# The sandbox under every auth type (issue 11 item 12): each shipped entry really connects to the
+# bundled sandbox with the credentials the README gives.
+# What the README's "Connect the sandbox CRM" section sends (connectors/sandbox/config.py defaults).
+README_CREDENTIALS = {
+    "api_key": ("connect/api-key", {"apiKey": "sandbox-api-key"}),
+    "basic": ("connect/basic", {"username": "sandbox-user", "password": "sandbox-password"}),
+    "custom": ("connect/custom", {"credentials": {"X-API-Key": "sandbox-api-key"}}),
+}
+SHIPPED = {"sandbox_crm": "oauth2", "sandbox_crm_api_key": "api_key", "sandbox_crm_basic": "basic",
+           "sandbox_crm_custom": "custom"}
+
+
+def test_the_bootstrapped_catalog_offers_the_sandbox_under_every_auth_type(client, tenant_admin):
+    response = client.get("/api/v1/integrations", params={"search": "sandbox", "limit": 100}, headers=tenant_admin.headers)
+
+    assert response.status_code == 200
+    found = {item["provider"]: item["authType"] for item in response.json()["providers"]
+             if item["provider"].startswith("sandbox_crm")}
+    assert found == SHIPPED
+
+
+@pytest.mark.parametrize("auth_type", sorted(README_CREDENTIALS))
+def test_each_static_sandbox_entry_connects_with_the_readme_credentials(client, super_admin, tenant_admin, sandbox, auth_type):
+    document = next(d for d in sandbox_documents(sandbox.base_url, client_id="hub-sandbox-client",
+                                                 client_secret="hub-sandbox-secret") if d["authType"] == auth_type)
+    # The shipped entry, served by this test's sandbox under a key of its own.
+    provider = factories.create_provider(client, super_admin, **{**document, "provider": factories.unique("sandbox_")})
+    integration = factories.enable_integration(client, tenant_admin, provider["id"])
+    path, body = README_CREDENTIALS[auth_type]
+
+    response = client.post(f"/api/v1/tenant/integrations/{integration['id']}/{path}", json=body, headers=tenant_admin.headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "active"
+    tested = client.post(f"/api/v1/tenant/integrations/{integration['id']}/connection/test", headers=tenant_admin.headers)
+    assert tested.status_code == 200, tested.text
+    assert tested.json()["success"] is True

@@ -388,9 +388,18 @@ class TestCachedParameterValidator:
         (REQUIRED, None), (REQUIRED, "2026-11-21T08:00:00Z"), (REQUIRED, "yesterday"),
         ({"name": "q", "in": "query", "nullable": True, "schema": {"type": "string"}}, "null"),
     ])
-    def test_same_verdict_and_message_as_connexion(self, param, value):
-        assert (validation.CachedParameterValidator.validate_parameter("query", value, param)
-                == ParameterValidator.validate_parameter("query", value, param))
+    def test_same_verdict_as_connexion_with_a_worded_message(self, param, value):
+        reference = ParameterValidator.validate_parameter("query", value, param)
+        if reference is None:
+            assert validation.CachedParameterValidator.validate_parameter("query", value, param) is None
+            return
+        with pytest.raises(ApiError) as refused:
+            validation.CachedParameterValidator.validate_parameter("query", value, param)
+        # People's words and structured details instead of jsonschema's dump (issue 11 item 11).
+        assert (refused.value.status, refused.value.code) == (400, "VALIDATION_ERROR")
+        assert refused.value.message.startswith(f"{param['name']}: ")
+        assert "Failed validating" not in refused.value.message and "{" not in refused.value.message
+        assert refused.value.details["field"] == param["name"] and refused.value.details["in"] == "query"
 
     def test_one_validator_per_parameter_definition(self, monkeypatch):
         built = []
@@ -402,7 +411,7 @@ class TestCachedParameterValidator:
 
         param = copy.deepcopy(self.LIMIT)
         monkeypatch.setattr(Draft4Validator, "__init__", counting)
-        for value in (1, 2, 500, 3):
+        for value in (1, 2, 50, 3):
             validation.CachedParameterValidator.validate_parameter("query", value, param)
         assert len(built) == 1
         assert param == self.LIMIT  # the definition is not modified
@@ -423,7 +432,7 @@ class TestNulCharacters:
         response = client.post("/api/v1/auth/login", json={"email": "a\u0000b@example.com", "password": "x"})
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "VALIDATION_ERROR"
-        assert response.json()["error"]["details"] == {"field": "email"}
+        assert response.json()["error"]["details"] == {"field": "email", "rule": "noNul"}
 
     def test_a_nul_in_a_nested_key_is_found(self):
         assert validation.nul_path({"settings": {"a\u0000": 1}}) == "settings.a\u0000"

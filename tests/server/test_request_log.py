@@ -1,0 +1,44 @@
+"""The one log line per request carries requestId, operationId and tenantId in both formats
+(server/request_log.py, server/observability.py; README "Configuration": HUB_LOG_FORMAT)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from server.observability import formatter
+
+
+@pytest.fixture
+def request_records(caplog):
+    caplog.set_level(logging.INFO, logger="hub.request")
+    return lambda: [record for record in caplog.records if record.name == "hub.request"]
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_request_line_names_request_operation_and_tenant(client, tenant_admin, request_records, log_format):
+    response = client.get("/api/v1/auth/me", headers=tenant_admin.headers)
+    assert response.status_code == 200
+    request_id = response.headers["X-Request-ID"]
+
+    record = next(r for r in request_records() if getattr(r, "requestId", None) == request_id)
+    line = formatter(log_format).format(record)
+
+    if log_format == "json":
+        fields = json.loads(line)
+        assert (fields["requestId"], fields["operationId"], fields["tenantId"]) == (request_id, "get_me", tenant_admin.tenant_id)
+    else:
+        assert "\n" not in line
+        assert f"GET /api/v1/auth/me 200 " in line
+        assert f"requestId={request_id} operationId=get_me tenantId={tenant_admin.tenant_id}" in line
+
+
+def test_an_unrouted_anonymous_request_says_so_in_text(client, request_records):
+    response = client.get("/api/v1/no-such-thing")
+    request_id = response.headers["X-Request-ID"]
+
+    record = next(r for r in request_records() if getattr(r, "requestId", None) == request_id)
+
+    assert formatter("text").format(record).endswith(f"requestId={request_id} operationId=unrouted tenantId=-")
