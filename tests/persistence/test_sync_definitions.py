@@ -138,12 +138,13 @@ class TestRules:
 
 
 class TestCatalog:
-    def test_sandbox_entry_is_a_valid_provider_create_body(self, provider_create_validator):
-        entry = bootstrap.sandbox_entry("http://127.0.0.1:8100", client_id="c", client_secret="s")
-        document = {field: entry[column] for field, column in providers.DOCUMENT_FIELDS.items() if column in entry}
-
-        assert [error.message for error in provider_create_validator.iter_errors(document)] == []
-        sync_definitions.validate_entity_definitions(document["availableEntities"])
+    def test_sandbox_entries_are_valid_provider_create_bodies(self, provider_create_validator):
+        documents = bootstrap.sandbox_documents("http://127.0.0.1:8100", client_id="c", client_secret="s")
+        assert {document["authType"] for document in documents} == {"oauth2", "api_key", "basic", "custom"}
+        for document in documents:
+            assert [error.message for error in provider_create_validator.iter_errors(document)] == []
+            sync_definitions.validate_entity_definitions(document["availableEntities"])
+            assert {entity["name"] for entity in document["availableEntities"] if "sync" in entity} == {"Account", "Contact"}
 
     def test_at_least_six_real_providers_carry_definitions_with_their_source(self):
         with_sync = {}
