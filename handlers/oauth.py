@@ -5,7 +5,11 @@ from __future__ import annotations
 from connectors import connection_flows as flows
 from handlers import views
 from server import runtime
-from server.security import clear_oauth_binding_cookie, oauth_browser_nonce, request_actor
+from server.security import (
+    clear_oauth_binding_cookie,
+    oauth_browser_nonce,
+    request_actor,
+)
 
 
 def oauth_callback(state: str, code: str | None = None, error: str | None = None,

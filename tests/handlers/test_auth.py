@@ -9,6 +9,7 @@ import hashlib
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import ClassVar
 
 import jwt
 import pytest
@@ -485,7 +486,7 @@ class TestGetMe:
 class TestCookieSession:
     """Login may set the session as HttpOnly cookies (backend integration guide, "Or using cookie-based auth")."""
 
-    CSRF = {"X-Requested-With": "fetch"}
+    CSRF: ClassVar[dict[str, str]] = {"X-Requested-With": "fetch"}
 
     @pytest.fixture
     def browser(self, app):

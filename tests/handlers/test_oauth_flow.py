@@ -13,6 +13,7 @@ import io
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -489,7 +490,7 @@ class TestBrowserBinding:
     authorization itself is followed at the sandbox over real HTTP.
     """
 
-    CSRF = {"X-Requested-With": "fetch"}
+    CSRF: ClassVar[dict[str, str]] = {"X-Requested-With": "fetch"}
 
     @pytest.fixture
     def browsers(self, app):
