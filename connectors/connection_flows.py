@@ -245,8 +245,12 @@ def _oauth_tokens(row: Connection | None) -> dict[str, str]:
 
 
 def start_oauth(ctx: FlowContext, *, actor: audit.Actor, integration_id: uuid.UUID, return_url: str,
-                user_scoped: bool) -> tuple[str, str]:
+                user_scoped: bool, browser_nonce: str | None = None) -> tuple[str, str]:
     """Begin the authorization code flow; return (authorizationUrl, state).
+
+    `browser_nonce` (a flow started from a cookie session) binds the flow to the browser that
+    holds it: `complete_oauth` then refuses a callback arriving without it
+    (persistence/oauth_states.py, RFC 6749 section 10.12).
 
     Raises InvalidInput for a returnUrl off the allowed origins, a non-oauth2 provider, a
     provider without a registered client, or (user_scoped) an integration that is not user-scoped.
@@ -262,19 +266,26 @@ def start_oauth(ctx: FlowContext, *, actor: audit.Actor, integration_id: uuid.UU
         app = oauth_app(provider)
         state = oauth_states.create(session, tenant_id=actor.tenant_id, user_id=actor.user_id,
                                     integration_id=integration.id, user_scoped=user_scoped,
-                                    code_verifier=verifier, return_url=return_url)
+                                    code_verifier=verifier, return_url=return_url, browser_nonce=browser_nonce)
         audit.record(session, tenant_id=actor.tenant_id, actor=actor, action="connection.oauth_start",
-                     resource_type="integration", resource_id=integration.id, changes={"userScoped": user_scoped})
+                     resource_type="integration", resource_id=integration.id,
+                     changes={"userScoped": user_scoped, "browserBound": browser_nonce is not None})
     return oauth_client.authorization_url(app, redirect_uri=ctx.redirect_uri, state=state, code_verifier=verifier), state
 
 
+OTHER_BROWSER = "browser_mismatch"
+
+
 def complete_oauth(ctx: FlowContext, *, state: str, code: str | None, error: str | None,
-                   error_description: str | None, actor: audit.Actor) -> str:
+                   error_description: str | None, actor: audit.Actor, browser_nonce: str | None = None) -> str:
     """Finish the flow from the provider's redirect; return the URL to send the browser to.
 
     The state is consumed first (single use) and committed even when what follows fails, so a
     replay is refused. An `error` from the provider (e.g. access_denied) marks the connection
-    `error` with a clean message. Raises InvalidInput for an unknown/expired/used state.
+    `error` with a clean message. A flow bound to a browser (`start_oauth`) whose callback
+    arrives without that browser's `browser_nonce` is refused before the code is exchanged:
+    nothing is stored, the refusal is audited and the browser goes back to the returnUrl with
+    `error=browser_mismatch`. Raises InvalidInput for an unknown/expired/used state.
     """
     with transaction() as session:
         pending, verifier = oauth_states.consume(session, state=state)
@@ -282,6 +293,15 @@ def complete_oauth(ctx: FlowContext, *, state: str, code: str | None, error: str
         app = oauth_app(provider)
     user_id = pending.user_id if pending.user_scoped else None
     who = audit.Actor(pending.user_id, None, pending.tenant_id, actor.request_id, actor.ip)
+    if not oauth_states.same_browser(state, browser_nonce=browser_nonce):
+        # Someone else's browser opened the authorization URL (sent, or leaked): exchanging the
+        # code would link whatever provider account consented there to this tenant.
+        with transaction() as session:
+            audit.record(session, tenant_id=pending.tenant_id, actor=who, action="connection.oauth_callback",
+                         resource_type="integration", resource_id=pending.integration_id, outcome="denied",
+                         changes={"error": OTHER_BROWSER, "browserNonce": browser_nonce is not None})
+        return _with_query(pending.return_url, {"status": "error", "error": OTHER_BROWSER,
+                                                "integrationId": str(pending.integration_id)})
     tokens, failure = None, None
     if error or not code:
         failure = _clean_oauth_error(error or "invalid_request", error_description)

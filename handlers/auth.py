@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 
 from sqlmodel import Session
+from starlette.responses import Response
 
 from server import ratelimit, runtime
 
@@ -16,8 +17,8 @@ from persistence.db import transaction
 from persistence.models import User
 from persistence.refresh_tokens import RefreshRejected
 from server.errors import ApiError
-from server.security import (INVALID_CREDENTIALS, INVALID_TOKEN, Caller, refuse_standing, request_actor,
-                             session_cookie)
+from server.security import (INVALID_CREDENTIALS, INVALID_TOKEN, Caller, cookie_refresh_token, refuse_standing,
+                             request_actor, session_cookies)
 from server.tokens import decode, mint_access, mint_refresh
 
 
@@ -33,7 +34,7 @@ def register(body: dict) -> tuple[dict, int]:
         return _sign_in(session, user), 201
 
 
-def login(body: dict) -> dict | tuple[dict, int, dict]:
+def login(body: dict) -> dict | Response:
     """Exchange email and password for tokens; every attempt, failed or not, is audited.
 
     Throttled per IP, per (email, IP) and per email (failures only, 15 minutes); the per-email
@@ -55,8 +56,8 @@ def login(body: dict) -> dict | tuple[dict, int, dict]:
             users.record_login(session, user=user, ip=ip)
             tokens = _sign_in(session, user)
     refuse_standing(result.failure, invalid=INVALID_CREDENTIALS)
-    if body.get("cookie"):
-        return tokens, 200, {"Set-Cookie": session_cookie(tokens["accessToken"], max_age=tokens["expiresIn"])}
+    if body.get("cookie", runtime.get().settings.session_cookies):
+        return session_cookies(tokens)
     return tokens
 
 
@@ -65,9 +66,18 @@ def _last_login_ip(email: str) -> str | None:
         return users.last_login_ip(session, email=email)
 
 
-def refresh(body: dict) -> dict:
-    """Rotate a refresh token; a reused one revokes its whole family (RFC 9700 section 4.14.2)."""
-    claims = decode(runtime.get().tokens, body["refreshToken"], typ="refresh")
+def refresh(body: dict | None = None) -> dict | Response:
+    """Rotate a refresh token; a reused one revokes its whole family (RFC 9700 section 4.14.2).
+
+    The token comes from the body, else from a cookie session's `hub_refresh` cookie (which
+    then needs `X-Requested-With`); a cookie session's cookies are rotated with it.
+    """
+    given = (body or {}).get("refreshToken")
+    from_cookie = cookie_refresh_token(given)
+    if not (given or from_cookie):
+        raise ApiError(400, "VALIDATION_ERROR", "refreshToken is required (in the body, or the hub_refresh cookie)",
+                       details={"field": "refreshToken"})
+    claims = decode(runtime.get().tokens, given or from_cookie, typ="refresh")
     user_id = uuid.UUID(claims["sub"])
     rejected, tokens = None, None
     with transaction() as session:
@@ -81,14 +91,22 @@ def refresh(body: dict) -> dict:
             tokens = _sign_in(session, standing.user, family_id=row.family_id)
     if rejected:
         raise ApiError(401, "INVALID_TOKEN", f"Refresh token is {rejected}" if rejected != "unknown" else "Token is invalid")
-    return tokens
+    return session_cookies(tokens) if from_cookie else tokens
 
 
-def logout(body: dict, token_info: dict) -> tuple[None, int, dict]:
-    """Revoke the caller's refresh token and its family; another user's token is left alone. Clears a cookie session."""
+def logout(token_info: dict, body: dict | None = None) -> Response:
+    """Revoke the caller's refresh token and its family; another user's token is left alone.
+
+    The token comes from the body, else from the `hub_refresh` cookie. Clears a cookie session's cookies.
+    """
     caller = Caller.from_token(token_info)
+    given = (body or {}).get("refreshToken")
+    token = given or cookie_refresh_token(given)
+    if not token:
+        raise ApiError(400, "VALIDATION_ERROR", "refreshToken is required (in the body, or the hub_refresh cookie)",
+                       details={"field": "refreshToken"})
     try:
-        claims = decode(runtime.get().tokens, body["refreshToken"], typ="refresh")
+        claims = decode(runtime.get().tokens, token, typ="refresh")
     except ApiError:
         raise ApiError(400, "VALIDATION_ERROR", "refreshToken is not a valid refresh token",
                        details={"field": "refreshToken"}) from None
@@ -96,7 +114,7 @@ def logout(body: dict, token_info: dict) -> tuple[None, int, dict]:
         if refresh_tokens.revoke(session, token_id=uuid.UUID(claims["jti"]), user_id=caller.user_id):
             audit.record(session, tenant_id=caller.tenant_id, actor=caller.actor, action="auth.logout",
                          resource_type="user", resource_id=caller.user_id)
-    return None, 204, {"Set-Cookie": session_cookie("", max_age=0)}
+    return session_cookies(None, status=204)
 
 
 def get_me(token_info: dict) -> dict:

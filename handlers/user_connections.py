@@ -10,15 +10,16 @@ from handlers import views
 from persistence import connections, integrations
 from persistence.db import transaction
 from server import runtime
-from server.security import Caller
+from server.security import Caller, browser_nonce_for, oauth_binding_cookie
 
 
-def start_user_oauth_connection(id: str, body: dict, token_info: dict) -> dict:
+def start_user_oauth_connection(id: str, body: dict, token_info: dict) -> tuple[dict, int, dict]:
     """Start the authorization code flow for the caller's own account."""
     caller = Caller.from_token(token_info)
+    nonce = browser_nonce_for(token_info)  # a cookie session: the flow completes only in this browser
     url, state = flows.start_oauth(_flows(), actor=caller.actor, integration_id=UUID(id),
-                                   return_url=body["returnUrl"], user_scoped=True)
-    return {"authorizationUrl": url, "state": state}
+                                   return_url=body["returnUrl"], user_scoped=True, browser_nonce=nonce)
+    return {"authorizationUrl": url, "state": state}, 200, oauth_binding_cookie(state, nonce)
 
 
 def get_user_connection(id: str, token_info: dict) -> dict:

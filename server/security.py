@@ -7,6 +7,8 @@ authenticated operation that declares no scopes is denied, so forgetting to decl
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +17,8 @@ from connexion.context import context as connexion_context
 from connexion.context import scope as connexion_scope
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
-from starlette.responses import Response
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from persistence import accounts, api_tokens, audit
@@ -35,6 +38,13 @@ INVALID_TOKEN = (401, "INVALID_TOKEN", "Token is invalid")
 # Cookie sessions (backend integration guide, "Or using cookie-based auth"): the access token in
 # an HttpOnly cookie; unsafe methods must carry a header a cross-site form cannot send.
 SESSION_COOKIE = "hub_session"
+# The refresh token of a cookie session: sent only to /api/v1/auth (refresh, logout).
+REFRESH_COOKIE = "hub_refresh"
+REFRESH_COOKIE_PATH = "/api/v1/auth"
+# Binds an OAuth flow started from a cookie session to its browser; one per flow, sent only to the callback.
+OAUTH_COOKIE_PREFIX = "hub_oauth_"
+OAUTH_CALLBACK_PATH = "/api/v1/integrations/oauth/callback"
+OAUTH_COOKIE_TTL = 600  # seconds: the state's lifetime (persistence/oauth_states.py)
 CSRF_HEADER = "X-Requested-With"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 INVALID_CREDENTIALS = (401, "INVALID_CREDENTIALS", "Invalid email or password")
@@ -90,18 +100,93 @@ def authenticate_cookie(token: str, request: Any = None) -> dict[str, Any]:
     if api_tokens.looks_like_api_token(token):
         AUTH_FAILURES.labels(code="INVALID_TOKEN").inc()
         raise ApiError(*INVALID_TOKEN)
-    if request is not None and request.method.upper() not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
-        AUTH_FAILURES.labels(code="PERMISSION_DENIED").inc()
-        raise ApiError(403, "PERMISSION_DENIED", f"A cookie session needs the {CSRF_HEADER} header on {request.method}",
-                       details={"header": CSRF_HEADER})
+    if request is not None:
+        require_csrf_header(request.method, request.headers)
     info = authenticate_bearer(token)
     info["via"] = "cookie"
     return info
 
 
+def require_csrf_header(method: str, headers: Any) -> None:
+    """Refuse an unsafe request authenticated by a cookie without `X-Requested-With` (403 PERMISSION_DENIED)."""
+    if method.upper() not in SAFE_METHODS and not headers.get(CSRF_HEADER):
+        AUTH_FAILURES.labels(code="PERMISSION_DENIED").inc()
+        raise ApiError(403, "PERMISSION_DENIED", f"A cookie session needs the {CSRF_HEADER} header on {method}",
+                       details={"header": CSRF_HEADER})
+
+
 def session_cookie(token: str, *, max_age: int) -> str:
     """The `Set-Cookie` value of a cookie session holding `token` (empty and expired to clear it)."""
     return f"{SESSION_COOKIE}={token}; Max-Age={max_age}; Path=/api/v1; HttpOnly; Secure; SameSite=Lax"
+
+
+def session_cookies(tokens: dict[str, Any] | None, *, status: int = 200) -> Response:
+    """The answer of a cookie session's login or refresh (`tokens`, the `AuthTokens` body), or of its logout (None, 204).
+
+    Carries two `Set-Cookie` headers, `hub_session` and `hub_refresh` (cleared by logout), so it
+    is built here as a Starlette response: Connexion's handler tuples take one value per header.
+    `hub_refresh` is `SameSite=Strict` and sent only to `/api/v1/auth`: only the hub's own
+    pages ever need to send it, to refresh or log out.
+    """
+    access, refresh = (tokens["accessToken"], tokens["refreshToken"]) if tokens else ("", "")
+    access_age, refresh_age = (tokens["expiresIn"], tokens["refreshExpiresIn"]) if tokens else (0, 0)
+    response = JSONResponse(tokens, status_code=status) if tokens is not None else Response(status_code=status)
+    response.headers.append("Set-Cookie", session_cookie(access, max_age=access_age))
+    response.headers.append("Set-Cookie", f"{REFRESH_COOKIE}={refresh}; Max-Age={refresh_age}; "
+                                          f"Path={REFRESH_COOKIE_PATH}; HttpOnly; Secure; SameSite=Strict")
+    return response
+
+
+def cookie_refresh_token(body_token: str | None) -> str | None:
+    """The refresh token of a cookie session, when the request body names none; else None.
+
+    A request that relies on the `hub_refresh` cookie is an unsafe one authenticated by a
+    cookie, so it needs `X-Requested-With` like any other (403 PERMISSION_DENIED).
+    """
+    request = _current_request()
+    if body_token or request is None or not request.cookies.get(REFRESH_COOKIE):
+        return None
+    require_csrf_header(request.method, request.headers)
+    return request.cookies[REFRESH_COOKIE]
+
+
+def browser_nonce_for(token_info: dict[str, Any]) -> str | None:
+    """A fresh nonce binding an OAuth flow to the browser, when the caller came with the session cookie.
+
+    None for a bearer or API token: the hub cannot tell who is at the browser then.
+    """
+    return secrets.token_urlsafe(32) if token_info.get("via") == "cookie" else None
+
+
+def _oauth_cookie_name(state: str) -> str:
+    # One cookie per flow, so two flows started in one browser do not overwrite each other's.
+    return OAUTH_COOKIE_PREFIX + hashlib.sha256(state.encode()).hexdigest()[:16]
+
+
+def oauth_binding_cookie(state: str, browser_nonce: str | None) -> dict[str, str]:
+    """The `Set-Cookie` header holding a flow's browser nonce, sent back only to the callback ({} without one)."""
+    if browser_nonce is None:
+        return {}
+    return {"Set-Cookie": f"{_oauth_cookie_name(state)}={browser_nonce}; Max-Age={OAUTH_COOKIE_TTL}; "
+                          f"Path={OAUTH_CALLBACK_PATH}; HttpOnly; Secure; SameSite=Lax"}
+
+
+def oauth_browser_nonce(state: str) -> str | None:
+    """The browser nonce the OAuth callback's request carries for the flow of `state`, if any."""
+    request = _current_request()
+    return request.cookies.get(_oauth_cookie_name(state)) if request is not None else None
+
+
+def clear_oauth_binding_cookie(state: str) -> dict[str, str]:
+    """The `Set-Cookie` header that drops the flow's binding cookie once its callback has run ({} if none was sent)."""
+    if oauth_browser_nonce(state) is None:
+        return {}
+    return {"Set-Cookie": f"{_oauth_cookie_name(state)}=; Max-Age=0; Path={OAUTH_CALLBACK_PATH}; HttpOnly; Secure; "
+                          "SameSite=Lax"}
+
+
+def _current_request() -> Request | None:
+    return Request(connexion_scope._get_current_object()) if _in_request() else None
 
 
 def authenticate_api_key(token: str) -> dict[str, Any]:
@@ -320,4 +405,5 @@ class SecurityHeadersMiddleware:
         headers = dict(scope.get("headers") or [])
         if headers.get(b"authorization", b"").strip() or headers.get(b"x-api-key", b"").strip():
             return True
-        return SESSION_COOKIE.encode() + b"=" in headers.get(b"cookie", b"")
+        cookies = headers.get(b"cookie", b"")
+        return any(name.encode() + b"=" in cookies for name in (SESSION_COOKIE, REFRESH_COOKIE))

@@ -9,6 +9,7 @@ import hashlib
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import ClassVar
 
 import jwt
 import pytest
@@ -483,11 +484,13 @@ class TestGetMe:
 
 
 class TestCookieSession:
-    """Login may set the session as an HttpOnly cookie (backend integration guide, "Or using cookie-based auth")."""
+    """Login may set the session as HttpOnly cookies (backend integration guide, "Or using cookie-based auth")."""
+
+    CSRF: ClassVar[dict[str, str]] = {"X-Requested-With": "fetch"}
 
     @pytest.fixture
     def browser(self, app):
-        """A client that keeps cookies, over https (the cookie is Secure)."""
+        """A client that keeps cookies, over https (the cookies are Secure)."""
         from starlette.testclient import TestClient
 
         with TestClient(app, base_url="https://testserver", raise_server_exceptions=False) as browser:
@@ -498,17 +501,44 @@ class TestCookieSession:
         assert response.status_code == 200, response.text
         return response
 
-    def test_login_sets_an_httponly_secure_lax_cookie(self, browser, tenant_admin):
+    @staticmethod
+    def _set_cookies(response) -> dict[str, list[str]]:
+        """The response's `Set-Cookie` headers by cookie name: [value, attribute, ...]."""
+        found = {}
+        for header in response.headers.get_list("set-cookie"):
+            first, *attributes = header.split("; ")
+            name, _, value = first.partition("=")
+            found[name] = [value, *attributes]
+        return found
+
+    def test_login_sets_httponly_secure_session_and_refresh_cookies(self, browser, tenant_admin):
         response = self._sign_in(browser, tenant_admin)
 
-        cookie = response.headers["set-cookie"]
-        assert cookie.startswith(f"hub_session={response.json()['accessToken']}; ")
-        assert {"HttpOnly", "Secure", "SameSite=Lax", "Path=/api/v1", "Max-Age=900"} <= set(cookie.split("; "))
+        cookies = self._set_cookies(response)
+        assert set(cookies) == {"hub_session", "hub_refresh"}
+        session, refresh = cookies["hub_session"], cookies["hub_refresh"]
+        assert session[0] == response.json()["accessToken"]
+        assert set(session[1:]) == {"HttpOnly", "Secure", "SameSite=Lax", "Path=/api/v1", "Max-Age=900"}
+        assert refresh[0] == response.json()["refreshToken"]
+        assert set(refresh[1:]) == {"HttpOnly", "Secure", "SameSite=Strict", "Path=/api/v1/auth", "Max-Age=604800"}
+        assert response.headers["cache-control"] == "no-store"
 
     def test_without_the_flag_no_cookie_is_set(self, browser, tenant_admin):
         response = browser.post(LOGIN, json={"email": tenant_admin.email, "password": tenant_admin.password})
 
         assert "set-cookie" not in response.headers
+
+    def test_the_deployment_setting_turns_cookies_on_unless_the_login_says_no(self, browser, tenant_admin, monkeypatch):
+        from server import runtime
+
+        monkeypatch.setattr(runtime.get().settings, "session_cookies", True)
+        credentials = {"email": tenant_admin.email, "password": tenant_admin.password}
+
+        by_setting = browser.post(LOGIN, json=credentials)
+        declined = browser.post(LOGIN, json={**credentials, "cookie": False})
+
+        assert by_setting.status_code == 200 and set(self._set_cookies(by_setting)) == {"hub_session", "hub_refresh"}
+        assert declined.status_code == 200 and "set-cookie" not in declined.headers
 
     def test_the_cookie_is_accepted_like_the_bearer_token(self, browser, tenant_admin):
         self._sign_in(browser, tenant_admin)
@@ -523,25 +553,92 @@ class TestCookieSession:
         body = {"name": "ci", "scopes": ["integrations:read"]}
 
         forged = browser.post("/api/v1/tenant/api-tokens", json=body)
-        sent_by_the_app = browser.post("/api/v1/tenant/api-tokens", json=body, headers={"X-Requested-With": "fetch"})
+        sent_by_the_app = browser.post("/api/v1/tenant/api-tokens", json=body, headers=self.CSRF)
 
         error = assert_error(forged, 403, "PERMISSION_DENIED", details={"header": "X-Requested-With"})
         assert error["message"] == "A cookie session needs the X-Requested-With header on POST"
         assert sent_by_the_app.status_code == 201, sent_by_the_app.text
 
-    def test_logout_clears_the_cookie_and_ends_the_session(self, browser, tenant_admin):
+    def test_logout_clears_both_cookies_and_ends_the_session(self, browser, tenant_admin):
         signed_in = self._sign_in(browser, tenant_admin)
 
-        out = browser.post(LOGOUT, json={"refreshToken": signed_in.json()["refreshToken"]},
-                           headers={"X-Requested-With": "fetch"})
+        out = browser.post(LOGOUT, json={"refreshToken": signed_in.json()["refreshToken"]}, headers=self.CSRF)
 
         assert out.status_code == 204, out.text
-        assert out.headers["set-cookie"].startswith('hub_session=""; ') or out.headers["set-cookie"].startswith("hub_session=; ")
-        assert "Max-Age=0" in out.headers["set-cookie"]
-        assert "hub_session" not in browser.cookies
+        cookies = self._set_cookies(out)
+        assert {name: (value.strip('"'), "Max-Age=0" in rest) for name, (value, *rest) in cookies.items()} == {
+            "hub_session": ("", True), "hub_refresh": ("", True)}
+        assert "hub_session" not in browser.cookies and "hub_refresh" not in browser.cookies
         assert_error(browser.get(ME), 401, "NO_TOKEN")
         browser.cookies.set("hub_session", signed_in.json()["accessToken"], domain="testserver.local")
         assert_error(browser.get(ME), 401, "INVALID_TOKEN")  # the cookie replayed after logout
+
+    def test_logout_without_a_body_revokes_the_cookie_login(self, browser, tenant_admin):
+        signed_in = self._sign_in(browser, tenant_admin)
+
+        out = browser.post(LOGOUT, headers=self.CSRF)
+
+        assert out.status_code == 204, out.text
+        assert "hub_refresh" not in browser.cookies
+        refused = browser.post(REFRESH, json={"refreshToken": signed_in.json()["refreshToken"]})
+        assert_error(refused, 401, "INVALID_TOKEN")
+        family = uuid.UUID(_claims(signed_in.json()["refreshToken"])["fam"])
+        with transaction() as session:
+            rows = session.exec(select(RefreshToken).where(RefreshToken.family_id == family)).all()
+            assert rows and all(row.revoked_at is not None for row in rows)
+
+    def test_refresh_by_cookie_rotates_both_cookies(self, browser, tenant_admin):
+        signed_in = self._sign_in(browser, tenant_admin)
+
+        rotated = browser.post(REFRESH, headers=self.CSRF)
+
+        assert rotated.status_code == 200, rotated.text
+        body = rotated.json()
+        assert body["refreshToken"] != signed_in.json()["refreshToken"]
+        assert _claims(body["refreshToken"])["fam"] == _claims(signed_in.json()["refreshToken"])["fam"]
+        cookies = self._set_cookies(rotated)
+        assert (cookies["hub_session"][0], cookies["hub_refresh"][0]) == (body["accessToken"], body["refreshToken"])
+        assert "Path=/api/v1/auth" in cookies["hub_refresh"] and "SameSite=Strict" in cookies["hub_refresh"]
+        assert rotated.headers["cache-control"] == "no-store"
+        assert browser.get(ME).status_code == 200
+        # The rotated-away token is single use: presenting it again revokes the login.
+        reused = browser.post(REFRESH, json={"refreshToken": signed_in.json()["refreshToken"]})
+        assert_error(reused, 401, "INVALID_TOKEN")
+        assert_error(browser.post(REFRESH, headers=self.CSRF), 401, "INVALID_TOKEN")
+
+    def test_refresh_by_cookie_needs_the_csrf_header(self, browser, tenant_admin):
+        signed_in = self._sign_in(browser, tenant_admin)
+
+        forged = browser.post(REFRESH)
+
+        error = assert_error(forged, 403, "PERMISSION_DENIED", details={"header": "X-Requested-With"})
+        assert error["message"] == "A cookie session needs the X-Requested-With header on POST"
+        with transaction() as session:  # nothing was consumed: the app's own refresh still works
+            row = session.get(RefreshToken, uuid.UUID(_claims(signed_in.json()["refreshToken"])["jti"]))
+            assert row.used_at is None
+        assert browser.post(REFRESH, headers=self.CSRF).status_code == 200
+
+    def test_refresh_with_a_body_token_sets_no_cookie(self, browser, tenant_admin):
+        signed_in = self._sign_in(browser, tenant_admin)
+
+        rotated = browser.post(REFRESH, json={"refreshToken": signed_in.json()["refreshToken"]})
+
+        assert rotated.status_code == 200, rotated.text
+        assert "set-cookie" not in rotated.headers
+
+    def test_refresh_without_body_or_cookie_is_a_validation_error(self, browser):
+        response = browser.post(REFRESH)
+
+        error = assert_error(response, 400, "VALIDATION_ERROR", details={"field": "refreshToken"})
+        assert error["message"] == "refreshToken is required (in the body, or the hub_refresh cookie)"
+
+    def test_a_forged_refresh_cookie_is_refused(self, browser):
+        browser.cookies.set("hub_refresh", "not-a-token", domain="testserver.local", path="/api/v1/auth")
+
+        response = browser.post(REFRESH, headers=self.CSRF)
+
+        assert_error(response, 401, "INVALID_TOKEN")
+        assert response.headers["www-authenticate"] == 'Bearer realm="integration-hub", error="invalid_token"'
 
     def test_an_api_token_is_no_session_cookie(self, browser, tenant_admin):
         created = browser.post("/api/v1/tenant/api-tokens", json={"name": "ci", "scopes": ["integrations:read"]},
@@ -551,3 +648,8 @@ class TestCookieSession:
         response = browser.get(ME)
 
         assert_error(response, 401, "INVALID_TOKEN")
+
+
+def _claims(token: str) -> dict:
+    """A JWT's claims, unverified (the test only reads them)."""
+    return jwt.decode(token, options={"verify_signature": False})

@@ -13,6 +13,7 @@ import io
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -480,6 +481,182 @@ class TestOAuthCallback:
 
 
 # -- POST /tenant/integrations/{id}/connection/test: token refresh ------------------------------
+
+
+class TestBrowserBinding:
+    """A flow started from a cookie session completes only in that browser (issue 11 item 7, RFC 6749 section 10.12).
+
+    Each browser is a client keeping its own cookies over https (the cookies are Secure); the
+    authorization itself is followed at the sandbox over real HTTP.
+    """
+
+    CSRF: ClassVar[dict[str, str]] = {"X-Requested-With": "fetch"}
+
+    @pytest.fixture
+    def browsers(self, app):
+        """Make browsers: in-process clients of the hub, each with its own cookie jar."""
+        from starlette.testclient import TestClient
+
+        opened = []
+
+        def make() -> TestClient:
+            browser = TestClient(app, base_url="https://testserver", raise_server_exceptions=False)
+            opened.append(browser.__enter__())
+            return browser
+
+        yield make
+        for browser in opened:
+            browser.__exit__(None, None, None)
+
+    def sign_in(self, browser, account: factories.Account):
+        response = browser.post("/api/v1/auth/login",
+                                json={"email": account.email, "password": account.password, "cookie": True})
+        assert response.status_code == 200, response.text
+
+    def start_in(self, browser, integration: dict, base: str = BASE) -> tuple[dict, list[str]]:
+        """Start the flow with the session cookie; return the body and the binding cookie's Set-Cookie parts."""
+        response = browser.post(f"{base}/{integration['id']}/connect/oauth", json={"returnUrl": RETURN_URL},
+                                headers=self.CSRF)
+        assert response.status_code == 200, response.text
+        [set_cookie] = response.headers.get_list("set-cookie")
+        return response.json(), set_cookie.split("; ")
+
+    def consent(self, started: dict) -> str:
+        """Open the authorization URL at the sandbox (auto-approving); return the hub callback's path."""
+        redirect = factories.follow_authorization(started["authorizationUrl"])
+        assert redirect.status_code == 302, redirect.text
+        return factories.callback_path(redirect.headers["location"])
+
+    def test_the_flow_is_bound_by_an_httponly_cookie_sent_only_to_the_callback(self, browsers, tenant_admin,
+                                                                              sandbox_integration):
+        browser = browsers()
+        self.sign_in(browser, tenant_admin)
+
+        started, (pair, *attributes) = self.start_in(browser, sandbox_integration)
+
+        name, _, nonce = pair.partition("=")
+        assert name == "hub_oauth_" + hashlib.sha256(started["state"].encode()).hexdigest()[:16]
+        assert set(attributes) == {"Max-Age=600", "Path=/api/v1/integrations/oauth/callback", "HttpOnly", "Secure",
+                                   "SameSite=Lax"}
+        random_part, binding = started["state"].split(".")
+        assert len(random_part) == 43 and len(nonce) == 43
+        assert binding == base64.urlsafe_b64encode(hashlib.sha256(nonce.encode()).digest()).rstrip(b"=").decode()
+        assert nonce not in started["authorizationUrl"]
+        [entry] = audit_entries(sandbox_integration["id"], "connection.oauth_start")
+        assert entry.changes == {"userScoped": False, "browserBound": True}
+
+    def test_completes_in_the_browser_that_started_it(self, browsers, tenant_admin, sandbox_integration):
+        browser = browsers()
+        self.sign_in(browser, tenant_admin)
+        started, _ = self.start_in(browser, sandbox_integration)
+
+        response = browser.get(self.consent(started), follow_redirects=False)
+
+        assert response.status_code == 302, response.text
+        assert response.headers["location"] == returned(sandbox_integration, status="connected")
+        [cleared] = response.headers.get_list("set-cookie")
+        assert cleared.startswith("hub_oauth_") and "Max-Age=0" in cleared.split("; ")
+        assert not [c for c in browser.cookies.jar if c.name.startswith("hub_oauth_")]
+        assert db_connection(sandbox_integration).status == "active"
+        assert stored_credentials(sandbox_integration)["accessToken"].startswith("sbx_at_")
+
+    def test_another_client_without_the_cookie_is_refused_and_nothing_is_stored(self, client, browsers, tenant_admin,
+                                                                                sandbox_integration, token_requests):
+        browser = browsers()
+        self.sign_in(browser, tenant_admin)
+        started, _ = self.start_in(browser, sandbox_integration)
+        path = self.consent(started)
+
+        elsewhere = client.get(path, follow_redirects=False)  # the URL opened by someone else
+
+        assert elsewhere.status_code == 302, elsewhere.text
+        assert elsewhere.headers["location"] == returned(sandbox_integration, status="error", error="browser_mismatch")
+        assert "set-cookie" not in elsewhere.headers
+        assert elsewhere.headers["cache-control"] == "no-store"
+        assert_nothing_stored(client, tenant_admin, sandbox_integration)
+        assert token_requests == []  # the code was never exchanged
+        assert db_state(started["state"]).used_at is not None
+        [entry] = audit_entries(sandbox_integration["id"], "connection.oauth_callback", outcome="denied")
+        assert entry.actor_id == uuid.UUID(tenant_admin.user_id)
+        assert entry.request_id == elsewhere.headers["X-Request-ID"]
+        assert entry.changes == {"error": "browser_mismatch", "browserNonce": False}
+        # Consumed: the browser that started it cannot complete it any more either.
+        assert_state_refused(browser.get(path, follow_redirects=False))
+        assert_nothing_stored(client, tenant_admin, sandbox_integration)
+
+    def test_another_cookie_session_is_refused(self, client, browsers, tenant_admin, sandbox_integration,
+                                               token_requests):
+        starter, other = browsers(), browsers()
+        self.sign_in(starter, tenant_admin)
+        self.sign_in(other, tenant_admin)
+        started, _ = self.start_in(starter, sandbox_integration)
+        self.start_in(other, sandbox_integration)  # the other browser holds a binding cookie of its own flow
+
+        response = other.get(self.consent(started), follow_redirects=False)
+
+        assert response.headers["location"] == returned(sandbox_integration, status="error", error="browser_mismatch")
+        assert_nothing_stored(client, tenant_admin, sandbox_integration)
+        assert token_requests == []
+
+    def test_a_forged_cookie_of_the_right_name_is_refused(self, client, browsers, tenant_admin, sandbox_integration,
+                                                          token_requests):
+        browser = browsers()
+        self.sign_in(browser, tenant_admin)
+        started, (pair, *_) = self.start_in(browser, sandbox_integration)
+        name = pair.partition("=")[0]
+        forger = browsers()
+        forger.cookies.set(name, tamper(pair.partition("=")[2]), domain="testserver.local",
+                           path="/api/v1/integrations/oauth/callback")
+
+        response = forger.get(self.consent(started), follow_redirects=False)
+
+        assert response.headers["location"] == returned(sandbox_integration, status="error", error="browser_mismatch")
+        [cleared] = response.headers.get_list("set-cookie")
+        assert cleared.startswith(f"{name}=") and "Max-Age=0" in cleared.split("; ")
+        assert_nothing_stored(client, tenant_admin, sandbox_integration)
+        assert token_requests == []
+        [entry] = audit_entries(sandbox_integration["id"], "connection.oauth_callback", outcome="denied")
+        assert entry.changes == {"error": "browser_mismatch", "browserNonce": True}
+
+    def test_two_flows_in_one_browser_keep_their_own_cookies(self, browsers, tenant_admin, sandbox_integration):
+        browser = browsers()
+        self.sign_in(browser, tenant_admin)
+        first, _ = self.start_in(browser, sandbox_integration)
+        self.start_in(browser, sandbox_integration)
+
+        response = browser.get(self.consent(first), follow_redirects=False)
+
+        assert response.headers["location"] == returned(sandbox_integration, status="connected")
+
+    def test_a_user_scoped_flow_is_bound_too(self, client, browsers, tenant_admin, member, sandbox_provider,
+                                             token_requests):
+        integration = factories.enable_integration(client, tenant_admin, sandbox_provider["id"], userScoped=True)
+        browser = browsers()
+        self.sign_in(browser, member)
+        started, _ = self.start_in(browser, integration, base="/api/v1/user/integrations")
+        path = self.consent(started)
+
+        refused = client.get(path, follow_redirects=False)
+
+        assert refused.headers["location"] == returned(integration, status="error", error="browser_mismatch")
+        assert db_connection(integration) is None
+        assert token_requests == []
+        started, _ = self.start_in(browser, integration, base="/api/v1/user/integrations")
+        completed = browser.get(self.consent(started), follow_redirects=False)
+        assert completed.headers["location"] == returned(integration, status="connected")
+        row = db_connection(integration)
+        assert (row.user_id, row.status) == (uuid.UUID(member.user_id), "active")
+
+    def test_a_bearer_started_flow_is_not_bound(self, client, browsers, tenant_admin, sandbox_integration):
+        started = start(client, tenant_admin, sandbox_integration)
+
+        assert "set-cookie" not in started.headers
+        assert "." not in started.json()["state"]
+        [entry] = audit_entries(sandbox_integration["id"], "connection.oauth_start")
+        assert entry.changes == {"userScoped": False, "browserBound": False}
+        # Whoever opens the URL completes it (documented: the URL is a secret, single use, 10 minutes).
+        response = browsers().get(self.consent(started.json()), follow_redirects=False)
+        assert response.headers["location"] == returned(sandbox_integration, status="connected")
 
 
 class TestTokenRefresh:

@@ -86,7 +86,7 @@ class TestStartUserOAuthConnection:
         assert (state.user_id, state.user_scoped, state.return_url, state.used_at) == (
             uuid.UUID(member.user_id), True, RETURN_URL, None)
         entry = assert_audited(response, user_scoped["id"], "connection.oauth_start", member)
-        assert entry.changes == {"userScoped": True}
+        assert entry.changes == {"userScoped": True, "browserBound": False}
 
     def test_integration_that_is_not_user_scoped_is_refused(self, client, member, sandbox_integration):
         response = start(client, member, sandbox_integration["id"])
