@@ -1,6 +1,6 @@
 """Realtime benchmark: 1,000 WebSocket subscribers on one hub process.
 
-Serves the hub (`server.app:serving_app`, production settings, one uvicorn worker) on a fresh
+Serves the hub as `integration-hub serve --no-sandbox` does (one process, its uvicorn options) on a fresh
 SQLite database, opens `sockets` WebSocket subscribers of one tenant (channel `integrations`),
 measures the server's resident memory per idle socket, then commits `rounds` events (an
 integration enabled over HTTP) and records, for every socket, the delay from the event's
@@ -39,6 +39,11 @@ def _rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _raise_fd_limit(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:
@@ -71,6 +76,8 @@ async def _run(base: str, ws_url: str, pid: int, *, sockets: int, rounds: int, l
 
         samples: list[float] = []
         everyone: list[float] = []
+        first: list[float] = []
+        client_cpu, server_cpu = time.process_time(), _cpu_seconds(pid)
 
         async def receive(ws, stamps: list[float]) -> None:
             while True:
@@ -90,6 +97,8 @@ async def _run(base: str, ws_url: str, pid: int, *, sockets: int, rounds: int, l
             await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
             samples += stamps
             everyone.append(max(stamps))
+            first.append(min(stamps))
+        client_cpu, server_cpu = time.process_time() - client_cpu, _cpu_seconds(pid) - server_cpu
         for ws in conns:
             await ws.close()
     samples_ms = sorted(s * 1000 for s in samples)
@@ -99,6 +108,9 @@ async def _run(base: str, ws_url: str, pid: int, *, sockets: int, rounds: int, l
         "p99_ms": round(samples_ms[int(len(samples_ms) * 0.99) - 1], 1),
         "max_ms": round(samples_ms[-1], 1),
         "all_delivered_p50_ms": round(statistics.median(everyone) * 1000, 1),
+        "first_delivered_p50_ms": round(statistics.median(first) * 1000, 1),
+        "client_cpu_ms_per_event": round(client_cpu * 1000 / rounds, 1),
+        "server_cpu_ms_per_event": round(server_cpu * 1000 / rounds, 1),
         "kib_per_idle_socket": round(per_socket, 1),
         "server_rss_idle_mib": round(idle / 1024, 1),
     }
@@ -128,9 +140,9 @@ def measure(*, sockets: int = 1000, rounds: int = 20, log=print) -> dict:
                     "load_settings as l; s = l(); migrate(s); bootstrap(s)"], cwd=ROOT, env=env, check=True,
                    capture_output=True)
     with open(work / "hub.log", "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "server.app:serving_app", "--host",
-                                 "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
-                                 "--ws", "websockets-sansio"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # The production serving path: `integration-hub serve` (its uvicorn options, one process).
+        proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--no-sandbox", "--host", "127.0.0.1",
+                                 "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while True:
