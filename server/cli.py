@@ -157,13 +157,15 @@ def uvicorn_options(settings: Settings) -> dict:
         "access_log": False,
         "proxy_headers": bool(trusted),
         "forwarded_allow_ips": trusted or "",
-        # WebSocket: the sans-I/O `websockets` protocol (one object per socket, no tasks of its
-        # own), without permessage-deflate: a compressor and a decompressor per socket cost
-        # ~40 KiB of memory each idle socket and CPU per message, for event messages of a few
-        # hundred bytes (README "Realtime"; `./scripts/bench --only realtime`).
-        "ws": "websockets-sansio",
-        "ws_per_message_deflate": False,
+        **WEBSOCKET_OPTIONS,
     }
+
+
+# WebSocket serving: the sans-I/O `websockets` protocol (one object per socket, no tasks of its
+# own), without permessage-deflate: a compressor and a decompressor per socket cost ~40 KiB of
+# memory per idle socket, and CPU per message, for event messages of a few hundred bytes
+# (README "Realtime"; `./scripts/bench --only realtime`).
+WEBSOCKET_OPTIONS = {"ws": "websockets-sansio", "ws_per_message_deflate": False}
 
 
 def build_parser() -> argparse.ArgumentParser:

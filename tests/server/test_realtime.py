@@ -221,6 +221,15 @@ class TestMessages:
         sock.send({"type": "ping"})
         assert sock.recv() == {"type": "pong"}
 
+    def test_no_compression_even_when_the_client_offers_it(self, connect, tenant_admin):
+        # permessage-deflate costs ~40 KiB per socket (README "Realtime"): the hub declines it.
+        sock = connect(tenant_admin.access_token, compression="deflate")
+        assert "permessage-deflate" in sock.connection.request.headers["Sec-WebSocket-Extensions"]
+        assert "Sec-WebSocket-Extensions" not in sock.connection.response.headers
+        assert sock.connection.protocol.extensions == []
+        sock.send({"type": "ping"})
+        assert sock.recv() == {"type": "pong"}
+
     @pytest.mark.parametrize("message, text", [
         ("not json", "A message must be a JSON object with a type"),
         ("[1, 2]", "A message must be a JSON object with a type"),
