@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
@@ -57,7 +58,8 @@ class _Subscriber(asyncio.Protocol):
     """
 
     def __init__(self, uri: str) -> None:
-        self.conn = ClientProtocol(parse_uri(uri), extensions=[])  # no permessage-deflate offered
+        # Offers permessage-deflate as browsers do: the hub's answer decides (it declines).
+        self.conn = ClientProtocol(parse_uri(uri), extensions=enable_client_permessage_deflate(None))
         self.opened = asyncio.get_running_loop().create_future()
         self.inbox: list[tuple[float, bytes]] = []
         self.on_message = None  # callable(arrived, data) for the round in progress
