@@ -768,6 +768,31 @@ async def asyncapi_document(request: Request) -> Response:
     return Response(body, media_type="application/yaml")
 
 
+_TOKEN_QUERY = re.compile(r"([?&]token=)[^&\s\"]*")
+
+
+class RedactTokenQuery(logging.Filter):
+    """Blank the `token=` query parameter in uvicorn's WebSocket handshake lines.
+
+    uvicorn logs every WebSocket handshake at INFO on `uvicorn.error` with the path and its
+    query string (`127.0.0.1:5555 - "WebSocket /ws?token=..." [accepted]`), whatever
+    `access_log` says; `?token=` carries an access or API token, which must never reach a log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's string arguments (`token=[redacted]`); never drops a record."""
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "token=" in a for a in record.args):
+            record.args = tuple(_TOKEN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+def _redact_uvicorn_handshake_logs() -> None:
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, RedactTokenQuery) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(RedactTokenQuery())
+
+
 class RealtimeRoutes:
     """ASGI middleware serving `/ws` and its AsyncAPI document; every other request passes on.
 
@@ -779,6 +804,7 @@ class RealtimeRoutes:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        _redact_uvicorn_handshake_logs()  # here: built in every serving process, whatever serves it
         self.router = Router(routes=[WebSocketRoute("/ws", websocket_endpoint, name="realtime"),
                                      Route(ASYNCAPI_PATH, asyncapi_document, methods=["GET"], name="asyncapi")])
 
