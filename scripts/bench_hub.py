@@ -141,7 +141,10 @@ def _realtime_only(args: argparse.Namespace) -> int:
     print(f"Realtime, {figures['sockets']} WebSocket subscribers on one process, {figures['rounds']} events:")
     print(f"  delivery p50 {figures['p50_ms']} ms (target <= 50: {targets['p50_ms']}), "
           f"p99 {figures['p99_ms']} ms (target <= 250: {targets['p99_ms']}), max {figures['max_ms']} ms")
-    print(f"  last socket served, median over events: {figures['all_delivered_p50_ms']} ms")
+    print(f"  first / last socket served, median over events: {figures['first_delivered_p50_ms']} / "
+          f"{figures['all_delivered_p50_ms']} ms")
+    print(f"  CPU per event (server, including its 2 HTTP requests / bench client): "
+          f"{figures['server_cpu_ms_per_event']} / {figures['client_cpu_ms_per_event']} ms")
     print(f"  memory per idle socket {figures['kib_per_idle_socket']} KiB (target <= 50: "
           f"{targets['kib_per_idle_socket']}); server RSS {figures['server_rss_idle_mib']} MiB")
     print(f"Wrote {out}")

@@ -166,7 +166,7 @@ def _stop_worker_on_signals(worker, thread) -> None:
 
 
 def uvicorn_options(settings: Settings) -> dict:
-    """The uvicorn settings `serve` runs with (host, port, logging, proxy trust).
+    """The uvicorn settings `serve` runs with (host, port, logging, proxy trust, WebSocket protocol).
 
     Proxy headers are believed only from `HUB_TRUSTED_PROXIES` (default: nobody). uvicorn's own
     default trusts `X-Forwarded-For` from 127.0.0.1, so behind any local tunnel or proxy a
@@ -183,7 +183,15 @@ def uvicorn_options(settings: Settings) -> dict:
         "access_log": False,
         "proxy_headers": bool(trusted),
         "forwarded_allow_ips": trusted or "",
+        **WEBSOCKET_OPTIONS,
     }
+
+
+# WebSocket serving: the sans-I/O `websockets` protocol (one object per socket, no tasks of its
+# own), without permessage-deflate: a compressor and a decompressor per socket cost ~40 KiB of
+# memory per idle socket, and CPU per message, for event messages of a few hundred bytes
+# (README "Realtime"; `./scripts/bench --only realtime`).
+WEBSOCKET_OPTIONS = {"ws": "websockets-sansio", "ws_per_message_deflate": False}
 
 
 def build_parser() -> argparse.ArgumentParser:

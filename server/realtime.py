@@ -24,7 +24,7 @@ import logging
 import re
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -140,13 +140,18 @@ def channel_resources(channel: str) -> tuple[str, ...] | None:
 OVERFLOW = object()  # queue sentinel: the listener fell behind
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Listener:
     """One consumer of a tenant's events (a socket or an SSE stream) with its own cursor and queue.
 
     `channels` (WebSocket) and `types` (SSE, None = all) select events; `scopes` limit them to
     readable resources. `cursor` is the `seq` of the last event considered. The queue holds
     `LogEvent`s and control messages (dicts); at most `limit` events may wait in it.
+
+    The queue is a plain deque: `on_item` (a socket's "start sending" callback) is called after
+    each item is queued; without one, `next()` waits on an event made on first use. An idle
+    socket thus holds no queue machinery and no sender task (memory per socket; README
+    "Realtime").
     """
 
     tenant_id: uuid.UUID
@@ -158,61 +163,116 @@ class Listener:
     pending: int = 0
     overflowed: bool = False
     closed: bool = False
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    on_item: Any = None
+    items: deque = field(default_factory=deque)
+    unfinished: int = 0  # items queued and not yet `done()` (replay waits for 0)
+    _resources: frozenset[str] = field(init=False, default=frozenset())  # what `channels` carry (`*`: all)
+    _ready: asyncio.Event | None = field(init=False, default=None)
+    _drained: asyncio.Event | None = field(init=False, default=None)
 
-    def wants(self, event: LogEvent) -> bool:
-        """True when this listener selects `event` and may read its resource."""
+    def __post_init__(self) -> None:
+        self._index_channels()
+
+    def subscribe(self, channels: list[str]) -> None:
+        """Add `channels` (already validated by `_channel_problem`)."""
+        self.channels.update(channels)
+        self._index_channels()
+
+    def unsubscribe(self, channels: list[str]) -> None:
+        """Remove `channels`."""
+        self.channels.difference_update(channels)
+        self._index_channels()
+
+    def _index_channels(self) -> None:
+        self._resources = frozenset(r for c in self.channels if not c.startswith("integration:")
+                                    for r in (channel_resources(c) or ()))
+
+    def wants(self, event: LogEvent, required: frozenset[str] | None = None) -> bool:
+        """True when this listener selects `event` and may read its resource.
+
+        `required`: the scopes reading `event.resource` needs (`required_scopes`), when the
+        caller already has them (one look-up per event, not per listener).
+        """
         if self.types is not None and event.type not in self.types:
             return False
         if not self.types and not self._on_channels(event):
             return False
-        return may_read(event.resource, self.scopes)
+        if required is None:
+            return may_read(event.resource, self.scopes)
+        return required <= self.scopes
 
     def _on_channels(self, event: LogEvent) -> bool:
-        channels = self.channels
-        if "*" in channels:
-            return True
-        if any(event.resource in CHANNEL_RESOURCES.get(c, ()) for c in channels):
+        if event.resource in self._resources:
             return True
         integration = event.integration_id()
-        return integration is not None and f"integration:{integration}" in channels
+        return integration is not None and f"integration:{integration}" in self.channels
 
-    def offer(self, event: LogEvent, *, bounded: bool = True) -> bool:
+    def offer(self, event: LogEvent, *, bounded: bool = True, required: frozenset[str] | None = None) -> bool:
         """Queue `event` if it is new to this listener and selected; False when the listener overflowed."""
         if event.seq <= self.cursor or self.overflowed:
             return not self.overflowed
         self.cursor = event.seq
-        if not self.wants(event):
+        if not self.wants(event, required):
             return True
         if bounded and self.pending >= self.limit:
             self.overflowed = True
-            self.queue.put_nowait(OVERFLOW)
+            self._put(OVERFLOW)
             return False
         self.pending += 1
-        self.queue.put_nowait(event)
+        self._put(event)
         return True
 
     def control(self, message: dict) -> None:
         """Queue a protocol message (reply, error, ping) ahead of nothing: in order with the events."""
-        self.queue.put_nowait(message)
+        self._put(message)
 
-    async def next(self) -> Any:
-        """Return the next queued item (LogEvent, dict or OVERFLOW); call `done()` once it is sent."""
-        item = await self.queue.get()
+    def _put(self, item: Any) -> None:
+        self.items.append(item)
+        self.unfinished += 1
+        if self.on_item is not None:
+            self.on_item()
+        elif self._ready is not None:
+            self._ready.set()
+
+    def take(self) -> Any:
+        """Return the next queued item without waiting (IndexError when empty); call `done()` once it is sent."""
+        item = self.items.popleft()
         if isinstance(item, LogEvent):
             self.pending -= 1
         return item
 
+    async def next(self) -> Any:
+        """Return the next queued item (LogEvent, dict or OVERFLOW), waiting for one; call `done()` once sent."""
+        while not self.items:
+            if self._ready is None:
+                self._ready = asyncio.Event()
+            self._ready.clear()
+            await self._ready.wait()
+        return self.take()
+
     def done(self) -> None:
-        """Mark the item returned by `next()` as handled (replay waits for the queue to drain)."""
-        self.queue.task_done()
+        """Mark the item returned by `next()` / `take()` as handled (replay waits for the queue to drain)."""
+        self.unfinished = max(self.unfinished - 1, 0)
+        if self.unfinished <= 0 and self._drained is not None:
+            self._drained.set()
+
+    async def join(self) -> None:
+        """Wait until every queued item is `done()` (or the listener is closed)."""
+        while self.unfinished > 0 and not self.closed:
+            if self._drained is None:
+                self._drained = asyncio.Event()
+            self._drained.clear()
+            await self._drained.wait()
 
     def close(self) -> None:
         """Mark it closed and empty its queue (so a replay waiting for it to drain returns)."""
         self.closed = True
-        while not self.queue.empty():
-            self.queue.get_nowait()
-            self.queue.task_done()
+        self.items.clear()
+        self.unfinished = 0
+        if self._drained is not None:
+            self._drained.set()
+        if self._ready is not None:
+            self._ready.set()
 
 
 class EventHub:
@@ -292,8 +352,14 @@ class EventHub:
                 self.wake({tenant})  # more may be waiting
 
     def _dispatch(self, tenant: uuid.UUID, event: LogEvent) -> None:
+        required = required_scopes(event.resource)
+        if required is None:  # nobody may read it: only the cursors move
+            for listener in self.listeners.get(tenant, ()):
+                listener.cursor = max(listener.cursor, event.seq)
+            return
+        required = frozenset(required)
         for listener in list(self.listeners.get(tenant, ())):
-            if not listener.offer(event):
+            if not listener.offer(event, required=required):
                 self.detach(listener)
 
     async def attach(self, listener: Listener, since: int | None) -> None:
@@ -312,7 +378,7 @@ class EventHub:
                 page = await run_in_threadpool(_read_after, tenant, listener.cursor, size)
                 for event in page:
                     listener.offer(event, bounded=False)
-                await listener.queue.join()  # back-pressure: the next page once this one is sent
+                await listener.join()  # back-pressure: the next page once this one is sent
                 if len(page) < size:
                     break
         async with self._locks[tenant]:
@@ -455,8 +521,7 @@ class Socket:
         self.token = token
         self.ws.scope.setdefault("state", {})["tenant_id"] = self.info["tenantId"]
         self.listener = Listener(tenant_id=uuid.UUID(self.info["tenantId"]), scopes=frozenset(self.info["scopes"]),
-                                 limit=self.settings.realtime_queue_size)
-        self.sender = asyncio.create_task(self._send_loop())
+                                 limit=self.settings.realtime_queue_size, on_item=self._start_sending)
         return True
 
     async def _serve(self) -> None:
@@ -467,7 +532,9 @@ class Socket:
             now = time.monotonic()
             wait = min(heard + settings.ws_idle_timeout_seconds, next_ping, next_check) - now
             try:
-                message = await asyncio.wait_for(self.ws.receive(), timeout=max(wait, 0.001))
+                # asyncio.timeout, not wait_for: no extra task per socket while it waits.
+                async with asyncio.timeout(max(wait, 0.001)):
+                    message = await self.ws.receive()
             except TimeoutError:
                 now = time.monotonic()
                 if now >= heard + settings.ws_idle_timeout_seconds:
@@ -511,7 +578,7 @@ class Socket:
             if problem is not None:
                 listener.control(_error(*problem))
             elif kind == "unsubscribe":
-                listener.channels.difference_update(channels)
+                listener.unsubscribe(channels)
                 listener.control({"type": "unsubscribed", "channels": channels})
             else:
                 await self._subscribe(channels, since)
@@ -530,7 +597,7 @@ class Socket:
             seq = await resume_position(listener.tenant_id, since)
             if seq is None:
                 listener.control({"type": "resync_required"})
-        listener.channels.update(channels)
+        listener.subscribe(channels)
         listener.control({"type": "subscribed", "channels": channels})
         if seq is not None or listener not in self.hub.listeners.get(listener.tenant_id, ()):
             await self.hub.attach(listener, seq)
@@ -548,10 +615,16 @@ class Socket:
         self.token, self.info = token, info
         self.listener.scopes = frozenset(info["scopes"])
 
-    async def _send_loop(self) -> None:
+    def _start_sending(self) -> None:
+        # Called for each queued item: a sender task exists only while items wait, so an idle
+        # socket costs one task (its receive loop), not two.
+        if self.sender is None and not self.closed:
+            self.sender = asyncio.create_task(self._send_pending())
+
+    async def _send_pending(self) -> None:
         listener = self.listener
-        while True:
-            item = await listener.next()
+        while listener.items:
+            item = listener.take()
             try:
                 if item is OVERFLOW:
                     self._closing = asyncio.create_task(self.close(CLOSE_TRY_AGAIN_LATER, "SLOW_CONSUMER"))
@@ -562,6 +635,7 @@ class Socket:
                 return
             finally:
                 listener.done()
+        self.sender = None  # no await between the empty check and here: the next item starts a new task
 
     async def close(self, code: int | None, reason: str | None) -> None:
         """Close with `code` (None: only release, the peer is gone) once; detach and stop the sender."""
@@ -694,6 +768,31 @@ async def asyncapi_document(request: Request) -> Response:
     return Response(body, media_type="application/yaml")
 
 
+_TOKEN_QUERY = re.compile(r"([?&]token=)[^&\s\"]*")
+
+
+class RedactTokenQuery(logging.Filter):
+    """Blank the `token=` query parameter in uvicorn's WebSocket handshake lines.
+
+    uvicorn logs every WebSocket handshake at INFO on `uvicorn.error` with the path and its
+    query string (`127.0.0.1:5555 - "WebSocket /ws?token=..." [accepted]`), whatever
+    `access_log` says; `?token=` carries an access or API token, which must never reach a log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's string arguments (`token=[redacted]`); never drops a record."""
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "token=" in a for a in record.args):
+            record.args = tuple(_TOKEN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+def _redact_uvicorn_handshake_logs() -> None:
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, RedactTokenQuery) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(RedactTokenQuery())
+
+
 class RealtimeRoutes:
     """ASGI middleware serving `/ws` and its AsyncAPI document; every other request passes on.
 
@@ -705,6 +804,7 @@ class RealtimeRoutes:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        _redact_uvicorn_handshake_logs()  # here: built in every serving process, whatever serves it
         self.router = Router(routes=[WebSocketRoute("/ws", websocket_endpoint, name="realtime"),
                                      Route(ASYNCAPI_PATH, asyncapi_document, methods=["GET"], name="asyncapi")])
 

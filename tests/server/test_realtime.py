@@ -9,6 +9,7 @@ The settings that take time (keep-alive, re-check, queue size) are compressed pe
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 
@@ -218,6 +219,35 @@ class TestMessages:
 
     def test_ping(self, connect, tenant_admin):
         sock = connect(tenant_admin.access_token)
+        sock.send({"type": "ping"})
+        assert sock.recv() == {"type": "pong"}
+
+    def test_the_query_token_stays_out_of_uvicorns_log(self, connect, tenant_admin):
+        # uvicorn logs each handshake's path with its query string at INFO on "uvicorn.error".
+        records: list[logging.LogRecord] = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        level = uvicorn_log.level
+        uvicorn_log.addHandler(handler)
+        uvicorn_log.setLevel(logging.INFO)
+        try:
+            sock = connect(tenant_admin.access_token)
+            sock.send({"type": "ping"})
+            assert sock.recv() == {"type": "pong"}
+        finally:
+            uvicorn_log.removeHandler(handler)
+            uvicorn_log.setLevel(level)
+        lines = [record.getMessage() for record in records]
+        assert any('"WebSocket /ws?token=[redacted]" [accepted]' in line for line in lines), lines
+        assert not any(tenant_admin.access_token in line for line in lines), lines
+
+    def test_no_compression_even_when_the_client_offers_it(self, connect, tenant_admin):
+        # permessage-deflate costs ~40 KiB per socket (README "Realtime"): the hub declines it.
+        sock = connect(tenant_admin.access_token, compression="deflate")
+        assert "permessage-deflate" in sock.connection.request.headers["Sec-WebSocket-Extensions"]
+        assert "Sec-WebSocket-Extensions" not in sock.connection.response.headers
+        assert sock.connection.protocol.extensions == []
         sock.send({"type": "ping"})
         assert sock.recv() == {"type": "pong"}
 
