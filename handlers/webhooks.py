@@ -7,16 +7,15 @@ Webhooks"), PrintShop guide ("Webhook Setup").
 
 from __future__ import annotations
 
-import base64
-from datetime import datetime, timedelta
+from datetime import timedelta
 from uuid import UUID
 
 from connectors import webhook_sender
 from connectors.outbound import OutboundRefused
-from handlers import views
+from handlers import cursors, views
 from persistence import audit, deliveries, events, webhooks
 from persistence.db import transaction
-from persistence.models import as_utc, utcnow
+from persistence.models import utcnow
 from persistence.pages import After
 from server import runtime
 from server.errors import ApiError
@@ -105,7 +104,7 @@ def list_webhook_endpoint_attempts(endpointId: str, token_info: dict, limit: int
     caller = Caller.from_token(token_info)
     with transaction() as session:
         page = deliveries.list_attempts(session, tenant_id=caller.tenant_id, endpoint_id=UUID(endpointId),
-                                        status=status, limit=limit, after=_decode(cursor))
+                                        status=status, limit=limit, after=_after(cursor))
         return _attempt_page(page)
 
 
@@ -115,7 +114,7 @@ def list_webhook_message_attempts(eventId: str, token_info: dict, limit: int = 5
     caller = Caller.from_token(token_info)
     with transaction() as session:
         page = deliveries.list_attempts(session, tenant_id=caller.tenant_id, event_id=eventId, status=status,
-                                        limit=limit, after=_decode(cursor))
+                                        limit=limit, after=_after(cursor))
         return _attempt_page(page)
 
 
@@ -134,7 +133,7 @@ def recover_webhook_messages(endpointId: str, body: dict, token_info: dict) -> t
     """Queue again every failed message of the window (at most 10,000)."""
     caller = Caller.from_token(token_info)
     now = utcnow()
-    since, until = _instant(body["since"], "since"), _instant(body.get("until"), "until") or now
+    since, until = cursors.instant(body["since"], "since"), cursors.instant(body.get("until"), "until") or now
     with transaction() as session:
         count, truncated = deliveries.recover(session, tenant_id=caller.tenant_id, endpoint_id=UUID(endpointId),
                                               since=since, until=until, now=now)
@@ -175,33 +174,11 @@ def _screen(url: str) -> None:
 def _attempt_page(page) -> dict:
     last = page.items[-1] if page.items else None
     return {"items": [deliveries.attempt_view(row) for row in page.items], "limit": page.limit,
-            "hasMore": page.has_more, "nextCursor": _encode(last) if page.has_more and last else None}
+            "hasMore": page.has_more, "nextCursor": cursors.encode(last.attempted_at, last.id) if page.has_more and last else None}
 
 
-def _encode(row) -> str:
-    raw = f"{as_utc(row.attempted_at).isoformat(timespec='microseconds')}|{row.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str | None) -> After | None:
+def _after(cursor: str | None) -> After | None:
     if cursor is None:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        attempted, attempt_id = raw.split("|")
-        return After(value=as_utc(datetime.fromisoformat(attempted)), id=UUID(attempt_id))
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "VALIDATION_ERROR", "cursor is not a cursor this API returned",
-                       details={"field": "cursor"}) from None
-
-
-def _instant(value: str | None, field: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(400, "VALIDATION_ERROR", f"{field} must be an RFC 3339 date-time", details={"field": field}) from None
-    if when.tzinfo is None:
-        raise ApiError(400, "VALIDATION_ERROR", f"{field} needs a timezone (Z or an offset)", details={"field": field})
-    return as_utc(when)
+    instant, attempt_id = cursors.decode(cursor)
+    return After(value=instant, id=attempt_id)

@@ -24,7 +24,7 @@ ALLOWED = {
     "connectors": {"persistence"},
     "persistence": set(),
 }
-SHAPING_MODULES = {"views", "catalog_cursor"}
+SHAPING_MODULES = {"views", "catalog_cursor", "cursors"}
 
 
 def _modules() -> dict[str, Path]:

@@ -54,12 +54,13 @@ def _audit_template(account: Account) -> tuple[str, str]:
 def _deep_cursor(chain: str, seq: int) -> str:
     from sqlmodel import select
 
-    from handlers.audit_logs import _encode  # the hub's own cursor format
+    from handlers.cursors import encode  # the hub's own cursor format
     from persistence.db import transaction
     from persistence.models import AuditEntry
 
     with transaction() as session:
-        return _encode(session.exec(select(AuditEntry).where(AuditEntry.chain == chain, AuditEntry.seq == seq)).one())
+        entry = session.exec(select(AuditEntry).where(AuditEntry.chain == chain, AuditEntry.seq == seq)).one()
+        return encode(entry.created_at, entry.id)
 
 
 def _deep_catalog_cursor(visible: int) -> str:
