@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from handlers import cursors, views
+from handlers import keyset_cursor, views
 from persistence import audit
 from persistence.db import transaction
 from server.security import Caller
@@ -31,15 +31,15 @@ def _filters(params: dict, *, tenant_id: UUID | None) -> audit.AuditFilter:
         resource_type=params.get("resourceType"),
         resource_id=params.get("resourceId"),
         outcome=params.get("outcome"),
-        since=cursors.instant(params.get("from"), "from"),
-        until=cursors.instant(params.get("to"), "to"),
+        since=keyset_cursor.instant(params.get("from"), "from"),
+        until=keyset_cursor.instant(params.get("to"), "to"),
     )
 
 
 def _page(filters: audit.AuditFilter, limit: int, cursor: str | None) -> dict:
     with transaction() as session:
-        rows = audit.list_entries(session, filters=filters, limit=limit, after=cursors.decode(cursor) if cursor else None)
+        rows = audit.list_entries(session, filters=filters, limit=limit, after=keyset_cursor.decode(cursor) if cursor else None)
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [views.audit_entry(row) for row in rows], "limit": limit, "hasMore": more,
-            "nextCursor": cursors.encode(rows[-1].created_at, rows[-1].id) if more else None}
+            "nextCursor": keyset_cursor.encode(rows[-1].created_at, rows[-1].id) if more else None}

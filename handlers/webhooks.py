@@ -12,7 +12,7 @@ from uuid import UUID
 
 from connectors import webhook_sender
 from connectors.outbound import OutboundRefused
-from handlers import cursors, views
+from handlers import keyset_cursor, views
 from persistence import audit, deliveries, events, webhooks
 from persistence.db import transaction
 from persistence.models import utcnow
@@ -133,7 +133,7 @@ def recover_webhook_messages(endpointId: str, body: dict, token_info: dict) -> t
     """Queue again every failed message of the window (at most 10,000)."""
     caller = Caller.from_token(token_info)
     now = utcnow()
-    since, until = cursors.instant(body["since"], "since"), cursors.instant(body.get("until"), "until") or now
+    since, until = keyset_cursor.instant(body["since"], "since"), keyset_cursor.instant(body.get("until"), "until") or now
     with transaction() as session:
         count, truncated = deliveries.recover(session, tenant_id=caller.tenant_id, endpoint_id=UUID(endpointId),
                                               since=since, until=until, now=now)
@@ -174,11 +174,11 @@ def _screen(url: str) -> None:
 def _attempt_page(page) -> dict:
     last = page.items[-1] if page.items else None
     return {"items": [deliveries.attempt_view(row) for row in page.items], "limit": page.limit,
-            "hasMore": page.has_more, "nextCursor": cursors.encode(last.attempted_at, last.id) if page.has_more and last else None}
+            "hasMore": page.has_more, "nextCursor": keyset_cursor.encode(last.attempted_at, last.id) if page.has_more and last else None}
 
 
 def _after(cursor: str | None) -> After | None:
     if cursor is None:
         return None
-    instant, attempt_id = cursors.decode(cursor)
+    instant, attempt_id = keyset_cursor.decode(cursor)
     return After(value=instant, id=attempt_id)

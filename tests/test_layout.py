@@ -24,7 +24,7 @@ ALLOWED = {
     "connectors": {"persistence"},
     "persistence": set(),
 }
-SHAPING_MODULES = {"views", "catalog_cursor", "cursors"}
+SHAPING_MODULES = {"views", "catalog_cursor", "keyset_cursor"}
 
 
 def _modules() -> dict[str, Path]:

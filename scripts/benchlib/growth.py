@@ -54,7 +54,7 @@ def _audit_template(account: Account) -> tuple[str, str]:
 def _deep_cursor(chain: str, seq: int) -> str:
     from sqlmodel import select
 
-    from handlers.cursors import encode  # the hub's own cursor format
+    from handlers.keyset_cursor import encode  # the hub's own cursor format
     from persistence.db import transaction
     from persistence.models import AuditEntry
 
