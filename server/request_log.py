@@ -50,9 +50,7 @@ class RequestContextMiddleware:
             return
         normalize_media_type(scope)
         headers = dict(scope.get("headers") or [])
-        request_id = adopt_request_id(headers.get(b"x-request-id", b"").decode("latin-1"))
-        set_request_id(request_id)
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = _bind_request_id(scope, headers)
         started = time.perf_counter()
         status_holder = {"status": 500}
 
@@ -93,10 +91,7 @@ class RequestContextMiddleware:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A socket gets a request id like a request (in the handshake answer's X-Request-ID) and
         # one log line when it ends: status 101 once accepted (403 when refused at handshake).
-        headers = dict(scope.get("headers") or [])
-        request_id = adopt_request_id(headers.get(b"x-request-id", b"").decode("latin-1"))
-        set_request_id(request_id)
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = _bind_request_id(scope, dict(scope.get("headers") or []))
         started = time.perf_counter()
         status_holder = {"status": 403}
 
@@ -167,3 +162,12 @@ class RequestContextMiddleware:
             return message
 
         return counted
+
+
+def _bind_request_id(scope: Scope, headers: dict[bytes, bytes]) -> str:
+    """Adopt the request's well-formed `X-Request-ID` (else mint one), bind it to the context and
+    the scope, and return it."""
+    request_id = adopt_request_id(headers.get(b"x-request-id", b"").decode("latin-1"))
+    set_request_id(request_id)
+    scope.setdefault("state", {})["request_id"] = request_id
+    return request_id

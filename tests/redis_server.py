@@ -14,6 +14,7 @@ the foreground as a child process, and is stopped on `stop()` / leaving the `wit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -22,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+import pytest
 
 __all__ = ["RedisServer", "RedisUnavailable", "find_redis_server"]
 
@@ -163,3 +166,16 @@ class RedisServer:
     def __repr__(self) -> str:
         state = "running" if self.process is not None and self.process.poll() is None else "stopped"
         return f"<RedisServer {state} port={self.port}>"
+
+
+@contextlib.contextmanager
+def redis_or_skip(purpose: str):
+    """Yield a running `RedisServer` for `purpose` (e.g. "rate-limit"); without redis-server the
+    tests are skipped visibly, except with CI=true where they are mandatory and fail."""
+    if find_redis_server() is None:
+        message = "redis-server not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}: the Redis {purpose} tests are mandatory in CI", pytrace=False)
+        pytest.skip(f"{message}: Redis {purpose} tests skipped")
+    with RedisServer() as server:
+        yield server

@@ -8,7 +8,6 @@ counted by one is seen by the other, and a limit is enforced on their hits toget
 from __future__ import annotations
 
 import math
-import os
 import socket
 import time
 import uuid
@@ -20,17 +19,12 @@ from redis.connection import AbstractConnection
 from server import ratelimit, runtime
 from server.app import API_SPEC, ROOT_SPEC, _merged_limits, load_spec
 from tests import factories
-from tests.redis_server import RedisServer, find_redis_server
+from tests.redis_server import RedisServer, redis_or_skip
 
 
 @pytest.fixture(scope="module")
 def redis_server():
-    if find_redis_server() is None:
-        message = "redis-server not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}: the Redis rate-limit tests are mandatory in CI", pytrace=False)
-        pytest.skip(f"{message}: Redis rate-limit tests skipped")
-    with RedisServer() as server:
+    with redis_or_skip("rate-limit") as server:
         yield server
 
 

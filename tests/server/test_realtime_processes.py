@@ -20,7 +20,7 @@ import pytest
 from tests import factories
 from tests.conftest import JWT_SECRET
 from tests.realtime_support import HOST, Socket, free_port
-from tests.redis_server import RedisServer, find_redis_server
+from tests.redis_server import redis_or_skip
 from tests.server.test_realtime import asyncapi_check  # noqa: F401 - the shared fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,12 +70,7 @@ class HubProcess:
 
 @pytest.fixture(scope="module")
 def redis_url():
-    if find_redis_server() is None:
-        message = "redis-server not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}: the Redis realtime tests are mandatory in CI", pytrace=False)
-        pytest.skip(f"{message}: Redis realtime tests skipped")
-    with RedisServer() as server:
+    with redis_or_skip("realtime") as server:
         yield server.url
 
 
