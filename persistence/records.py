@@ -36,8 +36,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
-from persistence.errors import NotFound
-from persistence.models import Record, RecordSequence, as_utc
+from persistence.connections import owner_key
+from persistence.errors import NotFound, PermissionDenied
+from persistence.models import Integration, Record, RecordSequence, as_utc
 from persistence.webhooks import timestamp
 
 ACTIONS = ("added", "updated", "deleted")
@@ -320,3 +321,23 @@ def _take_sequence(session: Session, *, integration_id: uuid.UUID, count: int) -
                     .on_conflict_do_nothing(index_elements=["integration_id"]))
     return session.execute(sa.update(RecordSequence).where(RecordSequence.integration_id == integration_id)
                            .values(value=RecordSequence.value + count).returning(RecordSequence.value)).scalar_one()
+
+
+def reader_owner_keys(integration: Integration, *, role: str, user_id: uuid.UUID | None,
+                      requested_user_id: uuid.UUID | None = None) -> list[str] | None:
+    """Whose records of `integration` a caller may read (records API, search, widgets share this rule).
+
+    A tenant admin reads every owner's records (None), or one user's when `requested_user_id`
+    is given. A plain user reaches only user-scoped integrations, and there only the records of
+    their own connection; a tenant-level integration answers NotFound to them (as an unknown id
+    would), and asking for another user's records raises PermissionDenied. Seed: the integration
+    API's "Permission Checks" (user scoping check).
+    """
+    if role == "tenant_admin":
+        return None if requested_user_id is None else [owner_key(requested_user_id)]
+    if not integration.user_scoped:
+        raise NotFound("integration", integration.id, code="INTEGRATION_NOT_FOUND")
+    if requested_user_id is not None and requested_user_id != user_id:
+        raise PermissionDenied("A user reads only the records of their own connection",
+                               details={"field": "userId"})
+    return [owner_key(user_id)]

@@ -175,3 +175,23 @@ def test_a_reader_walking_the_cursor_while_writers_commit_never_misses_a_change(
     assert seen == {f"w{w}-{n}" for w in range(writers) for n in range(per_writer)}
     seqs = [row.seq for row in store.rows().values()]
     assert len(set(seqs)) == len(seqs)
+
+
+def test_who_reads_whose_records():
+    """Tenant admins read every owner (or one user); a user only their own connection of a user-scoped integration."""
+    import pytest
+
+    from persistence.errors import NotFound, PermissionDenied
+    from persistence.models import Integration
+
+    me, other = uuid.uuid4(), uuid.uuid4()
+    shared = Integration(tenant_id=uuid.uuid4(), provider_id=uuid.uuid4(), name="CRM", user_scoped=False)
+    personal = Integration(tenant_id=shared.tenant_id, provider_id=uuid.uuid4(), name="Mail", user_scoped=True)
+    assert records.reader_owner_keys(shared, role="tenant_admin", user_id=me) is None
+    assert records.reader_owner_keys(personal, role="tenant_admin", user_id=me, requested_user_id=other) == [str(other)]
+    assert records.reader_owner_keys(personal, role="user", user_id=me) == [str(me)]
+    assert records.reader_owner_keys(personal, role="user", user_id=me, requested_user_id=me) == [str(me)]
+    with pytest.raises(PermissionDenied):
+        records.reader_owner_keys(personal, role="user", user_id=me, requested_user_id=other)
+    with pytest.raises(NotFound):
+        records.reader_owner_keys(shared, role="user", user_id=me)
