@@ -195,3 +195,35 @@ def test_who_reads_whose_records():
         records.reader_owner_keys(personal, role="user", user_id=me, requested_user_id=other)
     with pytest.raises(NotFound):
         records.reader_owner_keys(shared, role="user", user_id=me)
+
+
+def test_data_filters_select_the_same_rows_on_both_databases(client):
+    import pytest
+
+    from persistence.errors import InvalidInput
+
+    store = Store()
+    store.upsert(
+        Item("p1", {"name": "Ada", "age": 36, "vip": True, "city": None, "address": {"city": "London"}}, T0),
+        Item("p2", {"name": "Grace", "age": 85, "vip": False, "address": {"city": "New York"}}, T0),
+        Item("p3", {"name": "Ada", "age": 36.0, "vip": False, "city": "Paris"}, T0),
+    )
+
+    def ids(filters: dict) -> list[str]:
+        with transaction() as session:
+            rows = session.exec(select(Record).where(Record.integration_id == store.integration_id,
+                                                     *records.data_filter_clauses(filters))
+                                .order_by(Record.external_id)).all()
+            return [row.external_id for row in rows]
+
+    assert ids({"name": "Ada"}) == ["p1", "p3"]
+    assert ids({"name": "Ada", "vip": True}) == ["p1"]
+    assert ids({"vip": False}) == ["p2", "p3"]
+    assert ids({"age": 36}) == ["p1", "p3"]
+    assert ids({"address.city": "London"}) == ["p1"]
+    assert ids({"city": None}) == ["p1", "p2"]
+    assert ids({"name": "Nobody"}) == []
+    for bad in ({"name": {"$ne": 1}}, {"name": [1]}, {"bad field": 1}, {"a.b.c.d.e.f": 1},
+                {f"f{n}": 1 for n in range(11)}, ["name"], {"name": "x" * 1001}):
+        with pytest.raises(InvalidInput):
+            records.data_filter_clauses(bad)
