@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from persistence import integrations, vault
 from persistence.errors import NotFound
-from persistence.models import Connection, Integration, utcnow
+from persistence.models import Connection, Integration, as_utc, utcnow
 
 
 def owner_key(user_id: uuid.UUID | None) -> str:
@@ -209,3 +209,41 @@ def health_rows(session: Session, *, tenant_id: uuid.UUID | None) -> list[tuple[
     if tenant_id is not None:
         stmt = stmt.where(Integration.tenant_id == tenant_id)
     return list(session.exec(stmt).all())
+
+
+# --- Used by background work (sync runs), which cannot reach the handlers' views -------------
+
+
+def view(row: Connection) -> dict[str, Any]:
+    """Connection as the API shows it (`handlers.views.connection` answers this): never the secret."""
+    def stamp(value: datetime | None) -> str | None:
+        return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
+
+    return {
+        "connectionId": str(row.id),
+        "integrationId": str(row.integration_id),
+        "status": row.status,
+        "authType": row.auth_type,
+        "displayName": row.display_name,
+        "scopes": row.scopes or [],
+        "connectedAt": stamp(row.connected_at),
+        "lastValidatedAt": stamp(row.last_validated_at),
+        "validationError": row.validation_error,
+        "expiresAt": stamp(row.expires_at),
+        "credentialSecretName": secret_name(row),
+    }
+
+
+def make_refresh_due(session: Session, *, connection: Connection, refused_access_token: str, now: datetime) -> bool:
+    """Mark the OAuth access token the provider just refused (401) as expired now, so the next
+    `connection_flows.fresh_credentials` refreshes it; False when it was already replaced (another
+    caller refreshed it meanwhile) or the connection is not an active OAuth one. Call with the row locked."""
+    if connection.auth_type != "oauth2" or connection.status != "active":
+        return False
+    if credentials(connection).get("accessToken") != refused_access_token:
+        return False
+    connection.expires_at = now
+    connection.updated_at = now
+    session.add(connection)
+    session.flush()
+    return True
