@@ -233,17 +233,3 @@ def view(row: Connection) -> dict[str, Any]:
         "credentialSecretName": secret_name(row),
     }
 
-
-def make_refresh_due(session: Session, *, connection: Connection, refused_access_token: str, now: datetime) -> bool:
-    """Mark the OAuth access token the provider just refused (401) as expired now, so the next
-    `connection_flows.fresh_credentials` refreshes it; False when it was already replaced (another
-    caller refreshed it meanwhile) or the connection is not an active OAuth one. Call with the row locked."""
-    if connection.auth_type != "oauth2" or connection.status != "active":
-        return False
-    if credentials(connection).get("accessToken") != refused_access_token:
-        return False
-    connection.expires_at = now
-    connection.updated_at = now
-    session.add(connection)
-    session.flush()
-    return True

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from persistence import connections, integrations, sync_definitions
+from persistence import integrations, sync_definitions
 from persistence.errors import Conflict, InvalidInput
 from persistence.models import Connection, Provider, SyncRun, SyncSettings, SyncState, as_utc, utcnow
 from persistence.pages import After, Page, paginate_after
@@ -337,8 +337,10 @@ def run_view(row: SyncRun) -> dict[str, Any]:
 # -- the worker's side ---------------------------------------------------------------------------
 
 
-def claim_due(session: Session, *, worker: str, now: datetime, lease: timedelta, limit: int) -> list[SyncRun]:
-    """Claim up to `limit` due runs for `worker` until `now + lease`; return them, oldest due first.
+def claim_due(session: Session, *, worker: str, now: datetime, lease: timedelta, limit: int,
+              integration_id: uuid.UUID | None = None) -> list[SyncRun]:
+    """Claim up to `limit` due runs for `worker` until `now + lease` (only `integration_id`'s when given);
+    return them, oldest due first.
 
     Due: queued or running (a dead worker's run, lease expired), `next_attempt_at` reached, and
     the integration not paused. A claimed run is `running`; `started_at` is set on its first
@@ -352,6 +354,8 @@ def claim_due(session: Session, *, worker: str, now: datetime, lease: timedelta,
                   sa.or_(SyncRun.claimed_until.is_(None), SyncRun.claimed_until < now),
                   SyncRun.integration_id.not_in(paused))
            .order_by(SyncRun.next_attempt_at).limit(limit))
+    if integration_id is not None:
+        due = due.where(SyncRun.integration_id == integration_id)
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True, of=SyncRun)
     ids = list(session.exec(due).all())
@@ -394,6 +398,14 @@ def record_page(session: Session, run: SyncRun, *, counts: dict[str, int], chang
     if max_seen is not None and (run.max_seen is None or max_seen > as_utc(run.max_seen)):
         run.max_seen = max_seen
     run.claimed_until, run.updated_at = now + lease, now
+    session.add(run)
+
+
+def record_deletions(session: Session, run: SyncRun, *, count: int, changed_ids: Sequence[str]) -> None:
+    """Add the tombstones of a completed full run (records it did not see) to its counts."""
+    run.deleted += count
+    if changed_ids and len(run.changed_ids or []) < MAX_CHANGED_IDS:
+        run.changed_ids = (list(run.changed_ids or []) + list(changed_ids))[:MAX_CHANGED_IDS]
     session.add(run)
 
 
@@ -474,12 +486,3 @@ def plan_next(session: Session, *, run: SyncRun, frequency_seconds: int, now: da
     session.add(state)
 
 
-def delete_for_integration(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID) -> None:
-    """Delete the integration's sync settings, states and runs (before the integration itself)."""
-    for table in (SyncRun, SyncState, SyncSettings):
-        session.execute(sa.delete(table).where(table.tenant_id == tenant_id, table.integration_id == integration_id))
-
-
-def connection_owner(connection: Connection) -> Owner:
-    """The Owner of a connection row."""
-    return Owner(connections.owner_key(connection.user_id), connection.user_id)
