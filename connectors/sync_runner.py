@@ -49,7 +49,7 @@ from persistence import events, records, sync_runs
 from persistence.audit import Actor
 from persistence.db import transaction
 from persistence.errors import DomainError, NotFound
-from persistence.models import Integration, Provider, SyncRun, utcnow
+from persistence.models import Integration, Provider, SyncRun, as_utc, utcnow
 from persistence.sync_definitions import SyncDefinition, definitions
 
 logger = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ class SyncRunner:
             if not provider.api_base_url:
                 raise RunFailed("definition_mismatch", "The provider declares no apiBaseUrl")
             return _Job(run.id, run.tenant_id, run.integration_id, run.owner_key, run.user_id, run.entity, run.kind,
-                        run.trigger, run.since, run.checkpoint, provider.id, provider.api_base_url.rstrip("/"), definition)
+                        run.trigger, as_utc(run.since), run.checkpoint, provider.id, provider.api_base_url.rstrip("/"), definition)
 
     def _fetch(self, job: _Job, request: PageRequest, breaker: pybreaker.CircuitBreaker,
                counter: _Counter) -> httpx.Response:

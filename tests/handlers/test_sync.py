@@ -194,7 +194,7 @@ class TestScheduler:
             assert _live(synced) == []
             schedule_due(now=now + timedelta(seconds=61))
             assert _live(synced) == [("NoneAccount", "incremental", "schedule")]
-            drain(synced["id"])
+            drain(synced["id"], runner(clock=lambda: now + timedelta(seconds=61)))  # queued due at that time
             schedule_due(now=now + timedelta(hours=25))
             assert _live(synced) == [("NoneAccount", "full", "schedule")]
         finally:
@@ -220,7 +220,11 @@ class TestIsolation:
     def test_another_tenants_integration_is_not_found(self, client, synced, other_tenant_admin, method, suffix, body):
         kwargs = {"json": body} if body is not None else {}
         response = client.request(method.upper(), url(synced, suffix), headers=other_tenant_admin.headers, **kwargs)
-        error(response, 404, "NOT_FOUND")
+        theirs = error(response, 404, "INTEGRATION_NOT_FOUND")
+        unknown = client.request(method.upper(), url({"id": str(uuid.uuid4())}, suffix),
+                                 headers=other_tenant_admin.headers, **kwargs)
+        assert theirs["message"].replace(synced["id"], "ID") == \
+            unknown.json()["error"]["message"].replace(unknown.url.path.split("/")[5], "ID")
         with transaction() as session:
             assert session.get(SyncSettings, uuid.UUID(synced["id"])) is None
 
