@@ -22,20 +22,13 @@ SETTINGS_FIELDS = {"enabled": "enabled", "entities": "entities", "frequencySecon
 def get_sync_status(id: str, token_info: dict) -> dict:
     """Return the settings and, per synced entity, its state, last run, next run and record count."""
     caller = Caller.from_token(token_info)
-    now = utcnow()
     with transaction() as session:
         settings, rows = sync_runs.status_rows(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
-        entities = [{
-            "entity": entity, "userId": str(owner.user_id) if owner.user_id else None,
-            "state": sync_runs.entity_state(settings, run),
-            "lastRun": sync_runs.run_view(run) if run is not None else None,
-            "lastSuccessAt": sync_runs.timestamp(state.last_success_at) if state is not None else None,
-            "nextRunAt": sync_runs.timestamp(sync_runs.next_run_at(settings, state, now)),
-            "recordCount": records.count(session, tenant_id=caller.tenant_id, integration_id=UUID(id),
-                                         owner_key=owner.owner_key, entity=entity),
-            "lastError": sync_runs.error_view(run) if run is not None and run.status == "failed" else None,
-        } for entity, owner, state, run in rows]
-        return {"integrationId": id, "settings": sync_runs.settings_view(settings), "entities": entities}
+        counts = {(owner.owner_key, entity): records.count(session, tenant_id=caller.tenant_id, integration_id=UUID(id),
+                                                           owner_key=owner.owner_key, entity=entity)
+                  for entity, owner, _, _ in rows}
+        return {"integrationId": id, "settings": sync_runs.settings_view(settings),
+                "entities": [_entity_status(settings, row, counts, utcnow()) for row in rows]}
 
 
 def update_sync_settings(id: str, body: dict, token_info: dict) -> dict:
@@ -102,3 +95,15 @@ def _record_settings(session, caller: Caller, row, *, action: str, changes: dict
                          event_type="sync.settings_updated",
                          data={"integrationId": str(row.integration_id), "settings": view})
     return view
+
+
+def _entity_status(settings, row: tuple, counts: dict, now) -> dict:
+    """SyncEntityStatus of one (entity, owner, state, newest run) row of `sync_runs.status_rows`."""
+    entity, owner, state, run = row
+    return {"entity": entity, "userId": str(owner.user_id) if owner.user_id else None,
+            "state": sync_runs.entity_state(settings, run),
+            "lastRun": sync_runs.run_view(run) if run is not None else None,
+            "lastSuccessAt": sync_runs.timestamp(state.last_success_at) if state is not None else None,
+            "nextRunAt": sync_runs.timestamp(sync_runs.next_run_at(settings, state, now)),
+            "recordCount": counts[(owner.owner_key, entity)],
+            "lastError": sync_runs.error_view(run) if run is not None and run.status == "failed" else None}

@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 
 from persistence import integrations, sync_definitions
 from persistence.errors import Conflict, InvalidInput
-from persistence.models import Connection, Provider, SyncRun, SyncSettings, SyncState, as_utc, utcnow
+from persistence.models import Connection, Provider, SyncRun, SyncSettings, SyncState, as_utc
 from persistence.pages import After, Page, paginate_after
 
 DEFAULT_FREQUENCY_SECONDS = 3600

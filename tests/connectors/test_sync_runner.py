@@ -16,7 +16,6 @@ from tests.records_support import connect_user
 from tests import factories
 from tests.sync_support import (
     ACCOUNTS,
-    STYLES,
     drain,
     later,
     moment,
