@@ -11,7 +11,7 @@ import pytest
 from sqlmodel import select
 
 from persistence.db import transaction
-from persistence.models import Connection, SyncRun
+from persistence.models import AuditEntry, Connection, SyncRun
 from tests.records_support import connect_user
 from tests import factories
 from tests.sync_support import (
@@ -130,12 +130,16 @@ class TestFaults:
         assert "timed out" in run["error"]["message"]
 
     def test_a_401_refreshes_the_token_once_and_goes_on(self, client, tenant_admin, synced, clean_sandbox):
-        faults(clean_sandbox, unauthorizedEvery=2)
+        # Every third: a request still in flight from an earlier test cannot make a retry land on a 401 too.
+        faults(clean_sandbox, unauthorizedEvery=3)
         (run,) = sync_now(client, tenant_admin, synced, entities=["Account"])
         assert (run["status"], run["added"], run["pages"]) == ("succeeded", accounts(clean_sandbox), 3)
         with transaction() as session:
             row = session.exec(select(Connection).where(Connection.integration_id == uuid.UUID(synced["id"]))).one()
+            refreshes = session.exec(select(AuditEntry).where(AuditEntry.action == "connection.refresh",
+                                                              AuditEntry.resource_id == str(row.id))).all()
         assert row.status == "active"
+        assert len(refreshes) >= 1  # the refused access token was refreshed, not the run failed
 
     def test_a_dead_grant_expires_the_connection_and_fails_the_run(self, client, tenant_admin, synced, clean_sandbox):
         clean_sandbox.state.revoke_all()
