@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from connectors.sync_runner import schedule_due
 from persistence.db import transaction
-from persistence.models import SyncRun, SyncSettings, utcnow
+from persistence.models import SyncRun, SyncSettings, SyncState, utcnow
 from tests import factories
 from tests.sync_support import (
     ACCOUNTS,
@@ -209,6 +209,20 @@ class TestScheduler:
         finally:
             client.patch(url(synced), json={"enabled": False}, headers=tenant_admin.headers)
             client.post(url(synced, "sync/resume"), headers=tenant_admin.headers)
+
+
+class TestIntegrationDeleted:
+    def test_deleting_the_integration_deletes_its_sync_rows(self, client, tenant_admin, synced):
+        client.patch(url(synced), json={"entities": ["NoneAccount"]}, headers=tenant_admin.headers)
+        start(client, tenant_admin, synced)
+        drain(synced["id"])
+        start(client, tenant_admin, synced, fullRefresh=True)  # one still queued
+        response = client.delete(f"{BASE}/{synced['id']}", headers=tenant_admin.headers)
+        assert response.status_code == 204, response.text
+        with transaction() as session:
+            for table in (SyncRun, SyncState, SyncSettings):
+                assert session.exec(select(table).where(table.integration_id == uuid.UUID(synced["id"]))).all() == []
+        error(client.get(url(synced), headers=tenant_admin.headers), 404, "INTEGRATION_NOT_FOUND")
 
 
 OPERATIONS = [("get", "sync", None), ("patch", "sync", {"enabled": False}), ("post", "sync", {}),
