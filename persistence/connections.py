@@ -232,4 +232,3 @@ def view(row: Connection) -> dict[str, Any]:
         "expiresAt": stamp(row.expires_at),
         "credentialSecretName": secret_name(row),
     }
-
