@@ -119,20 +119,8 @@ def integration(row: IntegrationRow) -> dict:
 
 
 def connection(row: Connection) -> dict:
-    """Connection: its state and the name of its secret, never the secret."""
-    return {
-        "connectionId": str(row.id),
-        "integrationId": str(row.integration_id),
-        "status": row.status,
-        "authType": row.auth_type,
-        "displayName": row.display_name,
-        "scopes": row.scopes or [],
-        "connectedAt": timestamp(row.connected_at),
-        "lastValidatedAt": timestamp(row.last_validated_at),
-        "validationError": row.validation_error,
-        "expiresAt": timestamp(row.expires_at),
-        "credentialSecretName": connections.secret_name(row),
-    }
+    """Connection: its state and the name of its secret, never the secret (`persistence.connections.view`)."""
+    return connections.view(row)
 
 
 def connected(row: Connection) -> dict:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from persistence.errors import Conflict, NotFound, PermissionDenied
-from persistence.models import Connection, Integration, OAuthState, Provider, Tenant, utcnow
+from persistence.models import Connection, Integration, OAuthState, Provider, SyncRun, SyncSettings, SyncState, Tenant, utcnow
 from persistence.pages import Page, contains, ordering, paginate
 
 PLANS = ("free", "starter", "professional", "enterprise")
@@ -113,10 +113,12 @@ def update(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID,
 
 
 def delete(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID) -> Integration:
-    """Delete the integration with its connections (their sealed secrets) and pending OAuth states."""
+    """Delete the integration with its connections (their sealed secrets), pending OAuth states and sync rows."""
     row = get(session, tenant_id=tenant_id, integration_id=integration_id)
     session.exec(sa.delete(OAuthState).where(OAuthState.integration_id == row.id))
     session.exec(sa.delete(Connection).where(Connection.integration_id == row.id, Connection.tenant_id == tenant_id))
+    for table in (SyncRun, SyncState, SyncSettings):  # its sync runs, per-entity state and settings
+        session.exec(sa.delete(table).where(table.integration_id == row.id, table.tenant_id == tenant_id))
     session.delete(row)
     session.flush()
     return row

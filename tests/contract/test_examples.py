@@ -361,6 +361,24 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
             return Replay(admin, path=integration_of(admin, auth_type=auth_type))
         return recipe
 
+    def syncable(connected: bool):
+        # A provider whose entities declare sync (the bundled sandbox CRM's Account and Contact),
+        # connected by API key when the operation needs a connection (queuing runs does).
+        def recipe():
+            from persistence import bootstrap
+
+            admin = w.admin()
+            entities = bootstrap.sandbox_documents(w.sandbox.base_url, client_id="c", client_secret="s")[0]["availableEntities"]
+            fields = factories.sandbox_provider_fields(w.sandbox.base_url, authType="api_key", oauthConfig=None,
+                                                       availableEntities=entities)
+            integration = factories.enable_integration(w.client, admin, factories.create_provider(w.client, sa, **fields)["id"])
+            if connected:
+                response = w.client.post(f"/api/v1/tenant/integrations/{integration['id']}/connect/api-key",
+                                         json={"apiKey": "sandbox-api-key"}, headers=admin.headers)
+                assert response.status_code == 200, response.text
+            return Replay(admin, path={"id": integration["id"]})
+        return recipe
+
     return {
         # auth
         "register": lambda: Replay(body=with_email),
@@ -437,6 +455,13 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         "resend_webhook_message": webhook_endpoint(event=True),
         "recover_webhook_messages": webhook_endpoint(),
         "send_webhook_test": webhook_endpoint(),
+        # sync
+        "get_sync_status": syncable(connected=False),
+        "update_sync_settings": syncable(connected=False),
+        "start_sync": syncable(connected=True),
+        "pause_sync": syncable(connected=False),
+        "resume_sync": syncable(connected=False),
+        "list_sync_runs": syncable(connected=False),
         # index (both documents)
         "get_api_index": lambda: Replay(),
         "get_root_index": lambda: Replay(),
