@@ -88,7 +88,7 @@ def update(ctx: FlowContext, *, actor: audit.Actor, integration_id: uuid.UUID, r
     current_item = _item(target.definition, request, current.raise_for_status(f"GET {path}"))
     if _changed_since(record, base, target.definition, current_item):
         raise RecordConflict("The provider's copy of the record changed after the copy your change was based on",
-                             details={"current": current_item, "yours": yours})
+                             details={"current": current_item.data, "yours": yours})
     answer = _send(ctx, actor, target, request.method, path, body=_wrapped(request, data))
     item = _item(target.definition, request, answer) if answer.json() is not None else \
         _item(target.definition, request, _send(ctx, actor, target, "GET", path))
@@ -111,10 +111,9 @@ def delete(ctx: FlowContext, *, actor: audit.Actor, integration_id: uuid.UUID, r
     answer = _send(ctx, actor, target, request.method, path)
     if answer.status not in (404, 410):
         answer.raise_for_status(f"{request.method} {path}")
-    # The provider's deletion time is unknown (a 204 has no body): the tombstone is at least as new
-    # as the copy it replaces, so last-write-wins keeps it.
-    stamp = max(filter(None, [utcnow(), as_utc(record.provider_updated_at) if record.provider_updated_at else None]))
-    item = records.Item(external_id=record.external_id, data=record.data, provider_updated_at=stamp, deleted=True)
+    # The provider's deletion time is unknown (a 204 has no body): a copy without a time always
+    # applies, and the stored providerUpdatedAt stays the last one the provider gave.
+    item = records.Item(external_id=record.external_id, data=record.data, provider_updated_at=None, deleted=True)
     return _store(actor, target, item, action="record.delete", changes={"recordId": str(record_id)})
 
 
@@ -134,6 +133,7 @@ def _target(session, tenant_id: uuid.UUID, integration_id: uuid.UUID, entity: st
 def _record_target(actor: audit.Actor, integration_id: uuid.UUID, record_id: uuid.UUID,
                    owner_keys: Sequence[str] | None, action: str) -> tuple[Record, _Target]:
     with transaction() as session:
+        integrations.get(session, tenant_id=actor.tenant_id, integration_id=integration_id)  # 404 before the record
         record = records.get(session, tenant_id=actor.tenant_id, integration_id=integration_id, record_id=record_id,
                              owner_keys=owner_keys)
         target = _target(session, actor.tenant_id, integration_id, record.entity, action, user_id=record.user_id)

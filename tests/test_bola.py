@@ -94,6 +94,8 @@ def snapshot_user(user_id: str) -> dict:
 
 
 def call(client, method: str, path: str, operation: dict, caller: factories.Account, **ids: str):
+    # Ids below the integration (a record, a proxied provider path) are made up: the integration answers first.
+    ids = {"recordId": str(uuid.uuid4()), "path": "me", **ids}
     url = "/api/v1" + path.format(**ids)
     return client.request(method.upper(), url, json=example_body(operation), headers=caller.headers,
                           follow_redirects=False)
