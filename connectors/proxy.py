@@ -37,19 +37,24 @@ def forward(ctx: FlowContext, *, actor: audit.Actor, integration_id: uuid.UUID, 
     headers (only FORWARDED_REQUEST_HEADERS pass), `body` the decoded JSON body when `has_body`.
     Raises what `provider_api.send` raises (NotFound, NotConnected, ConnectionExpired,
     InvalidInput for a path with `..`, OutboundBlocked, ProviderUnreachable, ProviderTimeout,
-    ResponseTooLarge, CredentialsRejected); a write is audited whether or not the provider
-    answered (outcome `failure` without an answer).
+    ResponseTooLarge, CredentialsRejected). A write that reached for the provider is audited,
+    answered or not (outcome `failure` for a 4xx/5xx or no answer).
     """
     outgoing = {name: value for name, value in headers.items() if name.lower() in FORWARDED_REQUEST_HEADERS}
     body_kwargs = {"json": body} if has_body else {}
-    answer: provider_api.ProviderResponse | None = None
+    write = method.upper() != "GET"
     try:
         answer = provider_api.send(ctx, tenant_id=actor.tenant_id, integration_id=integration_id, method=method,
                                    path=path, params=list(query), headers=outgoing, redact_credentials=True,
                                    **body_kwargs)
-    finally:
-        if method.upper() != "GET":
-            _audit(actor, integration_id=integration_id, method=method, path=path, answer=answer)
+    except provider_api.ProviderCallFailed as exc:
+        # The write went out (or was about to) and its fate is unknown: audited. Refusals before
+        # any call (unknown integration, not connected, bad path) change nothing and are not.
+        if write:
+            _audit(actor, integration_id=integration_id, method=method, path=path, answer=None, error=exc.code)
+        raise
+    if write:
+        _audit(actor, integration_id=integration_id, method=method, path=path, answer=answer)
     return answer, returned_headers(answer)
 
 
@@ -61,11 +66,11 @@ def returned_headers(answer: provider_api.ProviderResponse) -> dict[str, str]:
 
 
 def _audit(actor: audit.Actor, *, integration_id: uuid.UUID, method: str, path: str,
-           answer: provider_api.ProviderResponse | None) -> None:
+           answer: provider_api.ProviderResponse | None, error: str | None = None) -> None:
     # Kept short: the path may carry provider ids, never a secret (credentials go in headers).
     with transaction() as session:
         audit.record(session, tenant_id=actor.tenant_id, actor=actor, action="proxy.request",
                      resource_type="integration", resource_id=integration_id,
                      outcome="success" if answer is not None and answer.status < 400 else "failure",
                      changes={"method": method.upper(), "path": "/" + path.lstrip("/")[:500],
-                              "providerStatus": answer.status if answer is not None else None})
+                              "providerStatus": answer.status if answer is not None else None, "error": error})

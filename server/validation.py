@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import typing as t
+from urllib.parse import parse_qsl
 
 import jsonschema_rs
 from connexion.datastructures import MediaTypeDict
@@ -179,7 +180,7 @@ class CachedParameterValidator(ParameterValidator):
         if not free_form:
             return super().validate_query_parameter_list(request, security_params)
         schema = free_form[0]["schema"]
-        items = request.query_params.multi_items()
+        items = parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         if len(items) > schema.get("maxProperties", len(items)):
             raise ApiError(400, "VALIDATION_ERROR", f"{free_form[0]['name']}: at most {schema['maxProperties']} query parameters",
                            details={"field": free_form[0]["name"], "rule": "maxProperties", "in": "query"})

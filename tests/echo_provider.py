@@ -1,10 +1,10 @@
 """A real HTTP peer for the proxy tests: a threaded server on loopback that answers every request
 with what it received, so a test can see exactly what the hub forwarded.
 
-- any method, any path: 200 `{"method", "path", "query", "headers", "body"}` (headers lower-cased,
+- any method, any path (a `/v1` prefix is ignored): 200 `{"method", "path", "query", "headers", "body"}` (headers lower-cased,
   body decoded as JSON when it is JSON, else text);
-- `/status/<code>`: answers `<code>` with the same echo, plus any `X-Set-<Name>: <value>` request
-  header sent back as `<Name>: <value>` (e.g. `X-Set-Retry-After: 3`);
+- `/status/<code>`: answers `<code>` with the same echo, plus a `<Name>: <value>` header for each
+  query parameter `set:<Name>=<value>` (e.g. `?set:Retry-After=3`);
 - `/bytes/<n>`: answers `n` bytes of `a` as text/plain.
 """
 
@@ -37,6 +37,7 @@ class EchoProvider:
 
             def _answer(self) -> None:
                 parts = urlsplit(self.path)
+                route = parts.path.removeprefix("/v1")  # the tests' providers sit under /v1
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 try:
@@ -47,11 +48,11 @@ class EchoProvider:
                         "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
                 peer.requests.append(echo)
                 status, extra, payload, media = 200, {}, json.dumps(echo).encode(), "application/json"
-                if parts.path.startswith("/status/"):
-                    status = int(parts.path.split("/")[2])
-                    extra = {k[6:]: v for k, v in self.headers.items() if k.lower().startswith("x-set-")}
-                elif parts.path.startswith("/bytes/"):
-                    payload, media = b"a" * int(parts.path.split("/")[2]), "text/plain"
+                if route.startswith("/status/"):
+                    status = int(route.split("/")[2])
+                    extra = {k[4:]: v for k, v in parse_qsl(parts.query) if k.lower().startswith("set:")}
+                elif route.startswith("/bytes/"):
+                    payload, media = b"a" * int(route.split("/")[2]), "text/plain"
                 self.send_response(status)
                 self.send_header("Content-Type", media)
                 self.send_header("Content-Length", str(len(payload)))
