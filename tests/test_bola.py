@@ -38,6 +38,8 @@ KNOWN_INTEGRATION_OPERATIONS = {
     "activate_tenant_integration", "deactivate_tenant_integration", "start_oauth_connection", "connect_api_key",
     "connect_basic", "connect_custom", "get_connection", "test_connection", "disconnect", "update_credentials",
     "start_user_oauth_connection", "get_user_connection", "disconnect_user_connection",
+    "list_records", "create_record", "get_record", "update_record", "delete_record",
+    "proxy_get", "proxy_post", "proxy_put", "proxy_patch", "proxy_delete",
 }
 KNOWN_USER_OPERATIONS = {"get_user", "update_user", "delete_user"}
 
