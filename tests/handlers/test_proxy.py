@@ -204,3 +204,8 @@ class TestProxyForwarding:
         assert response.status_code == 400, response.text
         assert response.json()["error"]["details"] == {"field": "path"}
         assert len(echo.requests) == count
+
+    def test_a_method_the_proxy_does_not_take_is_405_with_its_allow_header(self, client, tenant_admin, echo_integration):
+        response = proxy(client, tenant_admin, echo_integration, "OPTIONS", "things/42/parts")
+        assert response.status_code == 405, response.text
+        assert response.headers["allow"] == "DELETE, GET, HEAD, PATCH, POST, PUT"
