@@ -1,6 +1,6 @@
 """Operations of tag `records` (openapi/paths/records.yaml): an integration's records after a
 cursor, and write-through to the provider. Tenant admins read and write every connection's
-records; a plain user only those of their own connection."""
+records; a plain user only those of their own connection (persistence.records.reader_owner_keys)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from handlers import keyset_cursor, views
 from persistence import integrations, records
 from persistence.db import transaction
 from server import runtime
-from server.errors import ApiError
 from server.security import Caller
 
 
@@ -22,11 +21,11 @@ def list_records(id: str, token_info: dict, entity: str | None = None, cursor: s
     caller = Caller.from_token(token_info)
     after = views.decode_record_cursor(cursor)
     with transaction() as session:
-        integrations.get(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
+        owner_keys = _owner_keys(session, caller, id, userId)
         rows, has_more = records.list_after(
-            session, tenant_id=caller.tenant_id, integration_id=UUID(id), owner_keys=_owner_keys(caller, userId),
-            entity=entity, after_seq=after, modified_after=keyset_cursor.instant(modifiedAfter, "modifiedAfter"),
-            actions=filter, external_ids=ids, limit=limit)
+            session, tenant_id=caller.tenant_id, integration_id=UUID(id), owner_keys=owner_keys, entity=entity,
+            after_seq=after, modified_after=keyset_cursor.instant(modifiedAfter, "modifiedAfter"), actions=filter,
+            external_ids=ids, limit=limit)
     return views.record_page(rows, has_more=has_more, after=after)
 
 
@@ -34,15 +33,19 @@ def get_record(id: str, recordId: str, token_info: dict) -> dict:
     """Return one record (404 for another tenant's, another integration's or, for a user, another user's)."""
     caller = Caller.from_token(token_info)
     with transaction() as session:
-        integrations.get(session, tenant_id=caller.tenant_id, integration_id=UUID(id))
+        owner_keys = _owner_keys(session, caller, id)
         return records.record_view(records.get(session, tenant_id=caller.tenant_id, integration_id=UUID(id),
-                                               record_id=UUID(recordId), owner_keys=_owner_keys(caller)))
+                                               record_id=UUID(recordId), owner_keys=owner_keys))
 
 
 def create_record(id: str, body: dict, token_info: dict) -> tuple[dict, int, dict]:
     """Create the record at the provider first, then store what it answered."""
     caller = Caller.from_token(token_info)
-    row = write_through.create(_flows(), actor=caller.actor, integration_id=UUID(id), user_id=_writer(caller, id),
+    with transaction() as session:
+        owner_keys = _owner_keys(session, caller, id)
+    # A tenant admin writes through the tenant connection, a user through their own.
+    user_id = None if owner_keys is None or owner_keys == ["tenant"] else caller.user_id
+    row = write_through.create(_flows(), actor=caller.actor, integration_id=UUID(id), user_id=user_id,
                                entity=body["entity"], data=body["data"])
     return records.record_view(row), 201, {"Location": f"/api/v1/tenant/integrations/{id}/records/{row.id}"}
 
@@ -51,40 +54,29 @@ def update_record(id: str, recordId: str, body: dict, token_info: dict) -> dict:
     """Change the record at the provider unless its copy moved past the client's base (409), then store it."""
     caller = Caller.from_token(token_info)
     base = keyset_cursor.instant(body["lastModifiedAt"], "lastModifiedAt")
+    with transaction() as session:
+        owner_keys = _owner_keys(session, caller, id)
     row = write_through.update(_flows(), actor=caller.actor, integration_id=UUID(id), record_id=UUID(recordId),
-                               owner_keys=_owner_keys(caller), data=body["data"], base=base)
+                               owner_keys=owner_keys, data=body["data"], base=base)
     return records.record_view(row)
 
 
 def delete_record(id: str, recordId: str, token_info: dict) -> dict:
     """Delete the record at the provider, then keep its tombstone."""
     caller = Caller.from_token(token_info)
+    with transaction() as session:
+        owner_keys = _owner_keys(session, caller, id)
     row = write_through.delete(_flows(), actor=caller.actor, integration_id=UUID(id), record_id=UUID(recordId),
-                               owner_keys=_owner_keys(caller))
+                               owner_keys=owner_keys)
     return records.record_view(row)
 
 
-def _owner_keys(caller: Caller, user_id: str | None = None) -> list[str] | None:
-    """Whose connections' records the caller may touch: None (every owner) or a list of owner keys.
-
-    A caller who may read the tenant's integrations (`integrations:read`: tenant admins and
-    their tokens) reaches every connection's records, or only `user_id`'s when given; anyone
-    else only their own user connection's, and naming another user is refused (403).
-    """
-    if "integrations:read" in caller.scopes:
-        return [str(UUID(user_id))] if user_id else None
-    if user_id and UUID(user_id) != caller.user_id:
-        raise ApiError(403, "PERMISSION_DENIED", "Only a tenant admin reads another user's records",
-                       details={"field": "userId"})
-    return [str(caller.user_id)]
-
-
-def _writer(caller: Caller, integration_id: str) -> UUID | None:
-    """The connection a new record is written through: the caller's own on a user-scoped integration,
-    the tenant's otherwise (a plain user holds no tenant connection: refused as not connected)."""
-    with transaction() as session:
-        integration = integrations.get(session, tenant_id=caller.tenant_id, integration_id=UUID(integration_id))
-    return caller.user_id if integration.user_scoped or "integrations:read" not in caller.scopes else None
+def _owner_keys(session, caller: Caller, integration_id: str, user_id: str | None = None) -> list[str] | None:
+    """Whose connections' records the caller reaches: `persistence.records.reader_owner_keys` (404 for an
+    integration that is not the caller's tenant's, or a tenant-level one for a plain user)."""
+    integration = integrations.get(session, tenant_id=caller.tenant_id, integration_id=UUID(integration_id))
+    return records.reader_owner_keys(integration, role=caller.role, user_id=caller.user_id,
+                                     requested_user_id=UUID(user_id) if user_id else None)
 
 
 def _flows():

@@ -255,9 +255,20 @@ class TestUserScopedRecords:
 
     def test_a_user_naming_another_user_is_refused(self, client, member, colleague, shared, seeded):
         response = list_records(client, member, shared, userId=colleague.user_id)
-        assert_error(response, 403, "PERMISSION_DENIED", message="Only a tenant admin reads another user's records",
+        assert_error(response, 403, "PERMISSION_DENIED", message="A user reads only the records of their own connection",
                      details={"field": "userId"})
         assert [r["externalId"] for r in walk(client, member, shared, userId=member.user_id)[0]] == ["mine"]
+
+    def test_a_tenant_level_integration_is_404_to_a_user(self, client, tenant_admin, member, integration):
+        seed(integration, tenant_admin, "Contact", [item("c1")])
+        record_id = str(stored(integration)[0].id)
+        message = f"Integration {integration['id']} not found"
+        for method, path, body in (("GET", "/records", None), ("GET", f"/records/{record_id}", None),
+                                   ("POST", "/records", {"entity": "Account", "data": {"name": "X"}}),
+                                   ("DELETE", f"/records/{record_id}", None)):
+            response = client.request(method, f"{BASE}/{integration['id']}{path}", json=body, headers=member.headers)
+            assert_error(response, 404, "INTEGRATION_NOT_FOUND", message=message, details=None)
+        assert stored(integration)[0].deleted_at is None
 
     def test_the_tenant_admin_reads_everyones_or_one_users(self, client, tenant_admin, member, shared, seeded):
         assert sorted(r["externalId"] for r in walk(client, tenant_admin, shared)[0]) == ["mine", "theirs"]
