@@ -90,8 +90,10 @@ def update(ctx: FlowContext, *, actor: audit.Actor, integration_id: uuid.UUID, r
         raise RecordConflict("The provider's copy of the record changed after the copy your change was based on",
                              details={"current": current_item.data, "yours": yours})
     answer = _send(ctx, actor, target, request.method, path, body=_wrapped(request, data))
-    item = _item(target.definition, request, answer) if answer.json() is not None else \
-        _item(target.definition, request, _send(ctx, actor, target, "GET", path))
+    answer.raise_for_status(f"{request.method} {path}")
+    # A provider answering the update without the record (204) is asked for it.
+    item = _item(target.definition, request,
+                 answer if answer.json() is not None else _send(ctx, actor, target, "GET", path))
     return _store(actor, target, item, action="record.update",
                   changes={"recordId": str(record_id), "data": data, "lastModifiedAt": yours["lastModifiedAt"]})
 

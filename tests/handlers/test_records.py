@@ -397,6 +397,19 @@ class TestUpdateRecord:
         assert response.json()["error"]["details"]["current"] == before
         assert own_sandbox.state.get_record("accounts", account["externalId"]) == before
 
+    def test_a_provider_refusal_is_502_and_nothing_is_stored(self, client, tenant_admin, integration, account,
+                                                              own_sandbox):
+        before = own_sandbox.state.get_record("accounts", account["externalId"])
+        events_before = len(changed_events(tenant_admin))
+        response = self.patch(client, tenant_admin, integration, account, {"color": "red"})
+        assert response.status_code == 502, response.text
+        error = response.json()["error"]
+        assert error["code"] == "PROVIDER_ERROR" and error["details"]["providerStatus"] == 400
+        assert error["message"] == f"The provider answered 400 to PATCH /accounts/{account['externalId']}"
+        assert own_sandbox.state.get_record("accounts", account["externalId"]) == before
+        assert records.record_view(stored(integration)[0]) == account
+        assert len(changed_events(tenant_admin)) == events_before
+
     def test_a_deleted_record_is_409(self, client, tenant_admin, integration, account):
         assert client.delete(f"{BASE}/{integration['id']}/records/{account['id']}",
                              headers=tenant_admin.headers).status_code == 200
