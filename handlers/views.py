@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Any, Callable
 
 from connectors.probe import ProbeResult
-from persistence import connections, providers
+from persistence import connections, providers, records
 from persistence.integrations import IntegrationRow
 from persistence.models import ApiToken, AuditEntry, Connection, Event, Provider, Tenant, User, as_utc
 from persistence.pages import Page
+from server.errors import ApiError
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -209,3 +211,34 @@ def overall_health(items: list[dict]) -> str:
     if not judged or all(h == "healthy" for h in judged):
         return "healthy"
     return "unhealthy" if all(h == "unhealthy" for h in judged) else "degraded"
+
+
+# -- records (issue 14, section 4) -------------------------------------------------------------
+# The records cursor is the last seen record's `seq` (the integration's modification sequence),
+# as `r1:<seq>` in unpadded urlsafe base64: opaque to clients, versioned if it ever changes.
+_RECORD_CURSOR_PREFIX = "r1:"
+
+
+def encode_record_cursor(seq: int) -> str:
+    """Return the cursor that points after the record change numbered `seq`."""
+    return base64.urlsafe_b64encode(f"{_RECORD_CURSOR_PREFIX}{seq}".encode()).decode().rstrip("=")
+
+
+def decode_record_cursor(cursor: str | None) -> int | None:
+    """Return the `seq` a records cursor holds (None for None); ApiError 400 (`details.field: cursor`) otherwise."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if raw.startswith(_RECORD_CURSOR_PREFIX) and raw[len(_RECORD_CURSOR_PREFIX):].isdigit():
+            return int(raw[len(_RECORD_CURSOR_PREFIX):])
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise ApiError(400, "VALIDATION_ERROR", "cursor is not a cursor this API returned", details={"field": "cursor"})
+
+
+def record_page(rows: list, *, has_more: bool, after: int | None) -> dict:
+    """Return `{records, nextCursor, hasMore}`; an empty page keeps the cursor it was asked with (poll with it)."""
+    last = rows[-1].seq if rows else (after or 0)
+    return {"records": [records.record_view(row) for row in rows], "nextCursor": encode_record_cursor(last),
+            "hasMore": has_more}

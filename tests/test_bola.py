@@ -38,6 +38,8 @@ KNOWN_INTEGRATION_OPERATIONS = {
     "activate_tenant_integration", "deactivate_tenant_integration", "start_oauth_connection", "connect_api_key",
     "connect_basic", "connect_custom", "get_connection", "test_connection", "disconnect", "update_credentials",
     "start_user_oauth_connection", "get_user_connection", "disconnect_user_connection",
+    "list_records", "create_record", "get_record", "update_record", "delete_record",
+    "proxy_get", "proxy_post", "proxy_put", "proxy_patch", "proxy_delete",
 }
 KNOWN_USER_OPERATIONS = {"get_user", "update_user", "delete_user"}
 
@@ -94,6 +96,8 @@ def snapshot_user(user_id: str) -> dict:
 
 
 def call(client, method: str, path: str, operation: dict, caller: factories.Account, **ids: str):
+    # Ids below the integration (a record, a proxied provider path) are made up: the integration answers first.
+    ids = {"recordId": str(uuid.uuid4()), "path": "me", **ids}
     url = "/api/v1" + path.format(**ids)
     return client.request(method.upper(), url, json=example_body(operation), headers=caller.headers,
                           follow_redirects=False)

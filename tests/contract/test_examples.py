@@ -234,6 +234,41 @@ class World:
         assert done.status_code == 302 and "status=connected" in done.headers["location"], done.headers
         return member, integration
 
+    def data_connected(self, admin: factories.Account) -> dict:
+        """An integration of the sandbox with its sync and write definitions, connected with an API key."""
+        from tests.records_support import sandbox_entities
+
+        fields = factories.sandbox_provider_fields(self.sandbox.base_url, authType="api_key", oauthConfig=None,
+                                                   availableEntities=sandbox_entities(self.sandbox.base_url))
+        provider = factories.create_provider(self.client, self.super_admin, **fields)
+        integration = factories.enable_integration(self.client, admin, provider["id"])
+        response = self.client.post(f"/api/v1/tenant/integrations/{integration['id']}/connect/api-key",
+                                    json={"apiKey": "sandbox-api-key"}, headers=admin.headers)
+        assert response.status_code == 200, response.text
+        return integration
+
+    def record(self, admin: factories.Account, integration: dict) -> dict:
+        """A record written through to the sandbox (an account)."""
+        response = self.client.post(f"/api/v1/tenant/integrations/{integration['id']}/records",
+                                    json={"entity": "Account", "data": {"name": factories.unique("Replay ")}},
+                                    headers=admin.headers)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def echo_connected(self, admin: factories.Account) -> dict:
+        """An integration of a provider that answers 200 to every request (tests/echo_provider.py), API key."""
+        from tests.echo_provider import EchoProvider
+
+        if getattr(self, "_echo", None) is None:
+            self._echo = EchoProvider().start()
+        provider = factories.create_provider(self.client, self.super_admin, apiBaseUrl=self._echo.base_url,
+                                             testRequest={"method": "GET", "path": "/me", "expectedStatus": 200})
+        integration = factories.enable_integration(self.client, admin, provider["id"])
+        response = self.client.post(f"/api/v1/tenant/integrations/{integration['id']}/connect/api-key",
+                                    json={"apiKey": "echo-key"}, headers=admin.headers)
+        assert response.status_code == 200, response.text
+        return integration
+
     def event_id(self, admin: factories.Account) -> str:
         """The id of the newest event of `admin`'s tenant (one exists: registering made none, the setup did)."""
         from sqlmodel import select
@@ -355,6 +390,20 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         admin = w.admin()
         return Replay(admin, path={"eventId": w.event_id(admin)})
 
+    def record_item(body=None):
+        def recipe():
+            admin = w.admin()
+            integration = w.data_connected(admin)
+            record = w.record(admin, integration)
+            based = (lambda example: {**example, "lastModifiedAt": record["metadata"]["lastModifiedAt"]}) if body else \
+                (lambda example: example)
+            return Replay(admin, path={"id": integration["id"], "recordId": record["id"]}, body=based)
+        return recipe
+
+    def proxied():
+        admin = w.admin()
+        return Replay(admin, path={"id": w.echo_connected(admin)["id"], "path": "things"})  # one segment: openapi-core matches no slash in a path parameter
+
     def with_integration(auth_type):
         def recipe():
             admin = w.admin()
@@ -462,6 +511,18 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         "pause_sync": syncable(connected=False),
         "resume_sync": syncable(connected=False),
         "list_sync_runs": syncable(connected=False),
+        # records
+        "list_records": with_integration("oauth2"),
+        "create_record": lambda: Replay((admin := w.admin()), path={"id": w.data_connected(admin)["id"]}),
+        "get_record": record_item(),
+        "update_record": record_item(body=True),
+        "delete_record": record_item(),
+        # proxy
+        "proxy_get": proxied,
+        "proxy_post": proxied,
+        "proxy_put": proxied,
+        "proxy_patch": proxied,
+        "proxy_delete": proxied,
         # index (both documents)
         "get_api_index": lambda: Replay(),
         "get_root_index": lambda: Replay(),
