@@ -368,14 +368,19 @@ UNREADABLE = "The stored credentials cannot be decrypted for this connection; co
 
 
 def fresh_credentials(ctx: FlowContext, *, tenant_id: uuid.UUID, integration_id: uuid.UUID,
-                      user_id: uuid.UUID | None = None) -> tuple[dict[str, Any], str | None]:
+                      user_id: uuid.UUID | None = None,
+                      rejected_token: str | None = None) -> tuple[dict[str, Any], str | None]:
     """Return the connection's credentials, refreshing an OAuth token that expires within 60 s.
 
+    `rejected_token` is an access token the provider just answered 401 to: the token is then
+    refreshed whatever its recorded expiry (unless another caller already replaced it), and a
+    token endpoint that cannot be reached yields ({}, reason) rather than the dead token.
     See `_fresh_credentials`. Credentials that do not open (tampered, or copied from another
     row) mark the connection `error` instead of failing the request.
     """
     try:
-        return _fresh_credentials(ctx, tenant_id=tenant_id, integration_id=integration_id, user_id=user_id)
+        return _fresh_credentials(ctx, tenant_id=tenant_id, integration_id=integration_id, user_id=user_id,
+                                  rejected_token=rejected_token)
     except vault.VaultError:
         with transaction() as session:
             row = connections.find(session, tenant_id=tenant_id, integration_id=integration_id, user_id=user_id)
@@ -385,7 +390,8 @@ def fresh_credentials(ctx: FlowContext, *, tenant_id: uuid.UUID, integration_id:
 
 
 def _fresh_credentials(ctx: FlowContext, *, tenant_id: uuid.UUID, integration_id: uuid.UUID,
-                       user_id: uuid.UUID | None = None) -> tuple[dict[str, Any], str | None]:
+                       user_id: uuid.UUID | None = None,
+                       rejected_token: str | None = None) -> tuple[dict[str, Any], str | None]:
     """Return the connection's credentials, refreshing an OAuth token that expires within 60 s.
 
     One refresh at a time per connection: a process lock plus the row lock (PostgreSQL), and
@@ -400,7 +406,7 @@ def _fresh_credentials(ctx: FlowContext, *, tenant_id: uuid.UUID, integration_id
             return {}, None
         if row.status == "expired":
             return {}, row.validation_error or "The connection expired; authorize it again"
-        if not _needs_refresh(row):
+        if not _needs_refresh(row) and not (rejected_token and row.auth_type == "oauth2"):
             return connections.credentials(row), None
         connection_id = row.id
     with _lock_for(connection_id):
@@ -408,7 +414,11 @@ def _fresh_credentials(ctx: FlowContext, *, tenant_id: uuid.UUID, integration_id
             row = connections.find(session, tenant_id=tenant_id, integration_id=integration_id, user_id=user_id,
                                    lock=True)
             current = connections.credentials(row)
-            if not _needs_refresh(row):
+            if row.status == "expired":
+                return {}, row.validation_error or "The connection expired; authorize it again"
+            # A rejected token that is no longer the stored one was already refreshed by another caller.
+            forced = rejected_token is not None and current.get("accessToken") == rejected_token
+            if not _needs_refresh(row) and not forced:
                 return current, None
             provider = session.get(Provider, session.get(Integration, row.integration_id).provider_id)
             if not current.get("refreshToken"):
@@ -424,12 +434,30 @@ def _fresh_credentials(ctx: FlowContext, *, tenant_id: uuid.UUID, integration_id
                 _record_expiry(ctx, session, row, exc.error)
                 return {}, reason
             except oauth_client.ProviderUnreachable as exc:
+                if forced:
+                    return {}, f"Token refresh failed: {exc}"
                 return current, None if not _expired(row) else f"Token refresh failed: {exc}"
             connections.replace_tokens(session, connection=row, credentials=tokens.as_credentials(),
                                        expires_at=tokens.expires_at)
             audit.record(session, tenant_id=tenant_id, actor=audit.Actor(None, None, tenant_id),
                          action="connection.refresh", resource_type="connection", resource_id=row.id)
             return tokens.as_credentials(), None
+
+
+def expire(ctx: FlowContext, *, tenant_id: uuid.UUID, integration_id: uuid.UUID, user_id: uuid.UUID | None,
+           reason: str, error: str) -> None:
+    """Mark the connection `expired` with `reason` and emit `connection.expired` (audited with `error`).
+
+    For a provider that keeps refusing freshly refreshed credentials (401 after a refresh):
+    nothing the hub can do cures it but a new authorization. Does nothing without a connection.
+    """
+    with transaction() as session:
+        row = connections.find(session, tenant_id=tenant_id, integration_id=integration_id, user_id=user_id,
+                               lock=True)
+        if row is None or row.status == "expired":
+            return
+        connections.mark(session, connection=row, status="expired", error=reason[:500])
+        _record_expiry(ctx, session, row, error)
 
 
 def _record_expiry(ctx: FlowContext, session, row: Connection, error: str) -> None:
