@@ -446,6 +446,54 @@ class WorkerHeartbeat(Table, table=True):
     in_flight: int = 0
 
 
+class Record(Table, table=True):
+    """One provider object as the hub last saw it (the records store; Nango's records API).
+
+    Written only through `persistence.records` (sync pages, write-through answers, incoming
+    webhooks). `owner_key` is the connection's owner ("tenant", or the user id of a user-scoped
+    connection): a user reads only the records of their own connection. `content_hash` is the
+    SHA-256 of the canonical JSON of `data`: an unchanged copy writes nothing.
+    `provider_updated_at` is the provider's own modification time, the last-write-wins key;
+    `last_modified_at` is when the hub last changed the row. `seq` orders the records API: it is
+    taken from the integration's `record_sequences` row, locked until commit, so one
+    integration's changes get their `seq` in commit order and a reader walking `seq` upwards
+    never misses a change. `last_seen_run_id` marks the rows a full refresh saw (the others are
+    tombstoned when that run succeeds). A tombstone keeps the row with `deleted_at` set.
+    """
+
+    __tablename__ = "records"
+    __table_args__ = (
+        sa.UniqueConstraint("integration_id", "owner_key", "entity", "external_id", name="uq_records_identity"),
+        sa.Index("ix_records_owner_seq", "integration_id", "owner_key", "seq"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    tenant_id: uuid.UUID = Field(index=True)
+    integration_id: uuid.UUID = Field()
+    owner_key: str = Field(max_length=40)
+    user_id: Optional[uuid.UUID] = Field(default=None)
+    entity: str = Field(max_length=100)
+    external_id: str = Field(max_length=255)
+    data: dict = _json(dict)
+    content_hash: str = Field(max_length=64)
+    provider_updated_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    first_seen_at: datetime = _ts()
+    last_modified_at: datetime = _ts()
+    last_action: str = Field(default="added", max_length=10)
+    deleted_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    seq: int = Field(default=0, sa_type=sa.BigInteger())
+    last_seen_run_id: Optional[uuid.UUID] = Field(default=None)
+
+
+class RecordSequence(Table, table=True):
+    """The last `seq` handed to one integration's records; its row lock orders their writers."""
+
+    __tablename__ = "record_sequences"
+
+    integration_id: uuid.UUID = Field(primary_key=True)
+    value: int = Field(default=0, sa_type=sa.BigInteger())
+
+
 class IncomingWebhook(Table, table=True):
     """A verified notification a provider POSTed to an integration: the replay guard and the work's outbox row.
 

@@ -56,7 +56,7 @@ CHANNEL_RESOURCES: dict[str, tuple[str, ...]] = {
     "connections": ("connection",),
     "users": ("user",),
     "webhooks": ("webhook_endpoint", "webhook"),
-    "sync": ("sync",),
+    "sync": ("sync", "records"),
 }
 INTEGRATION_CHANNEL = re.compile(r"^integration:([A-Za-z0-9-]{1,64})$")
 # Event resource -> the operation (operationId) whose `x-required-scopes` a token needs to read
@@ -71,6 +71,7 @@ READ_OPERATIONS: dict[str, str] = {
     "webhook_endpoint": "get_webhook_endpoint",
     "webhook": "get_webhook_endpoint",
     "sync": "list_sync_runs",
+    "records": "list_records",
 }
 MAX_MESSAGE_BYTES = 16 * 1024  # a client message larger than this is refused (VALIDATION_ERROR)
 MAX_CHANNELS = 50
