@@ -84,13 +84,14 @@ def scheme_of(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UU
     NotFound(INTEGRATION_NOT_FOUND) for an unknown or another tenant's integration;
     InvalidInput when its provider declares no `webhookVerification` (it sends no webhooks).
     """
-    found = session.exec(select(Provider.webhook_verification).join(Integration, Integration.provider_id == Provider.id)
+    found = session.exec(select(Integration.id, Provider.webhook_verification)
+                         .join(Integration, Integration.provider_id == Provider.id)
                          .where(Integration.tenant_id == tenant_id, Integration.id == integration_id)).first()
     if found is None:
         raise NotFound("integration", integration_id, code="INTEGRATION_NOT_FOUND")
-    if not found:
+    if not found[1]:
         raise InvalidInput("The integration's provider declares no webhookVerification: it sends no webhooks")
-    return found["scheme"]
+    return found[1]["scheme"]
 
 
 def set_secret(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID, secret: str, now: datetime) -> Integration:

@@ -141,8 +141,7 @@ class IncomingWorker:
             context = self._context(job)
             item = self._item(job, context)
             with db.transaction() as session:
-                if item is not None:
-                    self._upsert(session, job, context, item)
+                self._upsert(session, job, item)
                 status = incoming_webhooks.settle(session, job=job, worker=self.name, now=self.clock(), error=None)
             INCOMING_WEBHOOK_LAG.observe(max(0.0, (self.clock() - context["received_at"]).total_seconds()))
         except Retry as retry:
@@ -179,20 +178,14 @@ class IncomingWorker:
                 raise Failed(f"the provider no longer declares a sync definition for {job.entity}")
             return {"definition": definition, "received_at": as_utc(row.received_at) if row else self.clock()}
 
-    def _item(self, job: Job, context: dict[str, Any]) -> records.Item | None:
-        """The provider's current copy of the record: from the notification, else fetched; None when nothing to do."""
+    def _item(self, job: Job, context: dict[str, Any]) -> records.Item:
+        """The provider's current copy of the record: from the notification, else fetched (a 404: deleted)."""
         definition = context["definition"]
         data = job.record
         if data is None:
             data = self._fetch(job, definition)
-            if data is None:  # the provider says it is gone: tombstone what the hub holds
-                with db.transaction() as session:
-                    held = records.find(session, tenant_id=job.tenant_id, integration_id=job.integration_id,
-                                        owner_key="tenant", entity=job.entity, external_id=job.external_id)
-                    if held is None or held.deleted_at is not None:
-                        return None
-                    return records.Item(external_id=job.external_id, data=held.data,
-                                        provider_updated_at=None, deleted=True)
+            if data is None:  # gone at the provider: tombstone what the hub holds (its last data kept)
+                return records.Item(external_id=job.external_id, data={}, provider_updated_at=None, deleted=True)
         return records.Item(external_id=job.external_id, data=data,
                             provider_updated_at=parse_updated_at(definition, data), deleted=is_deleted(definition, data))
 
@@ -218,7 +211,7 @@ class IncomingWorker:
             raise Failed(f"the provider's answer to {definition.fetch.method} {path} holds no object")
         return item
 
-    def _upsert(self, session, job: Job, context: dict[str, Any], item: records.Item) -> None:
+    def _upsert(self, session, job: Job, item: records.Item) -> None:
         changes = records.upsert(session, tenant_id=job.tenant_id, integration_id=job.integration_id,
                                  owner_key="tenant", user_id=None, entity=job.entity, items=[item], now=self.clock())
         if not changes.changed():
