@@ -19,7 +19,6 @@ from standardwebhooks.webhooks import Webhook
 from connectors import incoming_webhooks as verifier
 from connectors.sandbox.notify import sign as sandbox_sign
 from persistence import bootstrap, webhook_verification
-from persistence.errors import InvalidInput
 
 NOW = 1_764_640_000  # 2025-12-02T01:46:40Z
 SECRET = "0123456789abcdef0123456789abcdef"
@@ -268,58 +267,3 @@ class TestStandardWebhooks:
         assert verifier.usable_secret("standard_webhooks", verifier.generate_secret("standard_webhooks"))
         assert not verifier.usable_secret("standard_webhooks", "whsec_!!!not-base64!!!")
         assert verifier.usable_secret("hmac_sha256", "anything-goes-here")
-
-
-ENTITIES = [{"name": "Contact", "displayName": "Contacts",
-             "sync": {"path": "/contacts", "itemsPath": "data", "idField": "id", "paging": {"type": "none"},
-                      "fetch": {"method": "GET", "path": "/contacts/{id}"}}},
-            {"name": "Note", "displayName": "Notes",
-             "sync": {"path": "/notes", "itemsPath": "data", "idField": "id", "paging": {"type": "none"}}},
-            {"name": "Plain", "displayName": "Plain"}]
-
-
-def hmac_declaration(**overrides) -> dict:
-    declaration = {"scheme": "hmac_sha256", "signatureHeader": "X-Signature", "eventIdHeader": "X-Event-Id",
-                   "routes": [{"entity": "Contact", "externalIdField": "id"}]}
-    declaration.update(overrides)
-    return {key: value for key, value in declaration.items() if value is not None}
-
-
-class TestDeclarationRules:
-    @pytest.mark.parametrize("declaration", [
-        hmac_declaration(),
-        hmac_declaration(signedPayload="{timestamp}.{body}", timestampHeader="X-Timestamp"),
-        hmac_declaration(signatureKey="v1", timestampKey="t", signedPayload="{timestamp}.{body}"),
-        hmac_declaration(eventIdHeader=None, eventIdField="id", routes=[
-            {"entity": "Note", "externalIdField": "id", "recordField": "note", "matchField": "kind", "matchValue": "note"}]),
-        {"scheme": "standard_webhooks", "routes": [{"entity": "Contact", "externalIdField": "id"}]},
-        bootstrap.SANDBOX_WEBHOOK_VERIFICATION | {"routes": [{"entity": "Contact", "externalIdField": "data.id"}]},
-    ])
-    def test_valid(self, declaration):
-        webhook_verification.validate(declaration, ENTITIES)
-
-    @pytest.mark.parametrize("declaration, field", [
-        (hmac_declaration(signatureHeader=None), "signatureHeader"),
-        (hmac_declaration(signaturePrefix="sha256=", signatureKey="v1"), "signaturePrefix"),
-        (hmac_declaration(signedPayload="{body}.{timestamp}"), "signedPayload"),
-        (hmac_declaration(signedPayload="{timestamp}{timestamp}{body}", timestampHeader="X-T"), "signedPayload"),
-        (hmac_declaration(signedPayload="{timestamp}.{body}"), "signedPayload"),
-        (hmac_declaration(timestampHeader="X-Timestamp"), "signedPayload"),
-        (hmac_declaration(signedPayload="{timestamp}.{body}", timestampHeader="X-T", timestampKey="t"), "signedPayload"),
-        (hmac_declaration(signedPayload="{timestamp}.{body}", timestampKey="t"), "timestampKey"),
-        (hmac_declaration(eventIdHeader=None), "eventIdHeader"),
-        (hmac_declaration(eventIdField="id"), "eventIdHeader"),
-        ({"scheme": "standard_webhooks", "signatureHeader": "X-S", "routes": []}, "signatureHeader"),
-        (hmac_declaration(routes=[{"entity": "Unknown", "externalIdField": "id"}]), "routes[0].entity"),
-        (hmac_declaration(routes=[{"entity": "Plain", "externalIdField": "id", "recordField": "x"}]), "routes[0].entity"),
-        (hmac_declaration(routes=[{"entity": "Note", "externalIdField": "id"}]), "routes[0].recordField"),
-        (hmac_declaration(routes=[{"entity": "Contact", "externalIdField": "id", "matchValue": "x"}]), "routes[0].matchValue"),
-        (hmac_declaration(routes=[{"entity": "Contact", "externalIdField": "id", "matchField": "x"}]), "routes[0].matchValue"),
-        (hmac_declaration(routes=[{"entity": "Contact", "externalIdField": "id", "matchField": "x", "matchHeader": "X",
-                                   "matchValue": "y"}]), "routes[0].matchValue"),
-    ])
-    def test_refused(self, declaration, field):
-        with pytest.raises(InvalidInput) as raised:
-            webhook_verification.validate(declaration, ENTITIES)
-
-        assert raised.value.details == {"field": f"webhookVerification.{field}"}
