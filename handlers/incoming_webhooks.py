@@ -24,7 +24,7 @@ from server.security import Caller, request_actor
 
 
 def receive_incoming_webhook(integrationId: str, body: bytes | None = None) -> tuple[dict, int]:
-    """Verify a provider's notification over its raw bytes; queue its work (202) or acknowledge it (200)."""
+    """Verify a provider's notification over its raw bytes; queue its work, or acknowledge a replay (202 both)."""
     headers, raw = dict(request.headers), body or b""
     try:
         with transaction() as session:
@@ -46,7 +46,7 @@ def receive_incoming_webhook(integrationId: str, body: bytes | None = None) -> t
             entity=found.entity if found else None, external_id=found.external_id if found else None,
             record=found.record if found else None, now=utcnow())
     INCOMING_WEBHOOKS.labels(outcome=status).inc()
-    return {"status": status, "eventId": verified.event_id}, 202 if status == "queued" else 200
+    return {"status": status, "eventId": verified.event_id}, 202
 
 
 def _refuse(target: incoming_webhooks.Target, reason: str) -> None:

@@ -315,7 +315,7 @@ class TestVerification:
 
         answer = post_signed(served, integration["id"], replay, secret=secret, event_id="evt_same")
 
-        assert answer.status_code == 200, answer.text
+        assert answer.status_code == 202, answer.text
         assert answer.json() == {"status": "duplicate", "eventId": "evt_same"}
         worker.drain()
         assert held(integration, "con_0103").data["firstName"] == "First"
@@ -367,7 +367,7 @@ class TestVerification:
         signed = post_signed(served, integration["id"], body, secret=secret, event_id="evt_odd", content_type=content_type)
 
         assert_error(unsigned, 401, "INVALID_SIGNATURE", details=None)
-        assert signed.status_code == 200, signed.text
+        assert signed.status_code == 202, signed.text
         assert signed.json() == {"status": "ignored", "eventId": "evt_odd"}
 
     def test_a_notification_naming_no_entity_is_ignored(self, served, worker, target):
@@ -376,7 +376,7 @@ class TestVerification:
         answer = post_signed(served, integration["id"], {"entity": "invoices", "data": {"id": "inv_1"}}, secret=secret,
                              event_id="evt_invoice")
 
-        assert answer.status_code == 200 and answer.json() == {"status": "ignored", "eventId": "evt_invoice"}
+        assert answer.status_code == 202 and answer.json() == {"status": "ignored", "eventId": "evt_invoice"}
         assert settled("evt_invoice", integration).status == "ignored"
 
     def test_no_event_id_is_400(self, served, target):
