@@ -11,6 +11,7 @@ from persistence import connections, providers, records
 from persistence.integrations import IntegrationRow
 from persistence.models import ApiToken, AuditEntry, Connection, Event, Provider, Tenant, User, as_utc
 from persistence.pages import Page
+from server import runtime
 from server.errors import ApiError
 
 
@@ -115,9 +116,20 @@ def integration(row: IntegrationRow) -> dict:
         "enabledBy": str(item.enabled_by) if item.enabled_by else None,
         "lastConnectedAt": timestamp(item.last_connected_at),
         "lastError": item.last_error,
+        "incomingWebhookUrl": incoming_webhook_url(item.id),
+        "webhookSecretSet": item.webhook_secret is not None,
         "createdAt": timestamp(item.created_at),
         "updatedAt": timestamp(item.updated_at),
     }
+
+
+def incoming_webhook_url(integration_id: object) -> str:
+    """Where a provider POSTs the integration's change notifications (`HUB_PUBLIC_URL` + the incoming path)."""
+    try:
+        base = runtime.get().settings.hub_public_url
+    except RuntimeError:
+        base = ""  # no app in this process (scripts/bench_floor.py shapes views without one): a relative URL
+    return f"{base}/api/v1/webhooks/incoming/{integration_id}"
 
 
 def connection(row: Connection) -> dict:

@@ -23,6 +23,7 @@ from persistence import db, vault
 from server import connexion_patches, errors, idempotency, ratelimit, realtime, runtime
 from server.cors import EnvelopeCORSMiddleware
 from server.deprecation import DeprecationMiddleware
+from server.raw_body import RawBodyMiddleware
 from server.observability import configure_logging
 from server.request_log import RequestContextMiddleware
 from server.security import PermissionMiddleware, SecurityHeadersMiddleware, no_store_operations
@@ -228,6 +229,7 @@ def add_middleware(app: AsyncApp, settings: Settings, specs: list[dict[str, Any]
     app.add_middleware(PermissionMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     app.add_middleware(idempotency.IdempotencyMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     app.add_middleware(DeprecationMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, specs=specs)
+    app.add_middleware(RawBodyMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     # WebSocket /ws and its AsyncAPI document, inside the request-id/log and exception middleware.
     app.add_middleware(realtime.RealtimeRoutes, position=MiddlewarePosition.BEFORE_SWAGGER)
     # Each middleware added at BEFORE_EXCEPTION lands inside the ones added before it: the

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 import json
 from dataclasses import dataclass, field
@@ -172,6 +173,8 @@ class Replay:
     query: dict[str, str] = field(default_factory=dict)
     loopback: bool = False
     stream: bool = False  # an endless text/event-stream: called over TCP, only its start is read
+    # Headers computed from the exact body bytes sent (a provider's signature); the body then goes as those bytes.
+    signed: Callable[[bytes], dict[str, str]] | None = None
 
 
 def unique_key(example: str) -> str:
@@ -268,6 +271,17 @@ class World:
                                     json={"apiKey": "echo-key"}, headers=admin.headers)
         assert response.status_code == 200, response.text
         return integration
+
+    def incoming_integration(self, admin: factories.Account) -> dict:
+        """An integration of a provider declaring the sandbox's incoming-webhook verification."""
+        from persistence import bootstrap
+
+        document = bootstrap.sandbox_documents(self.sandbox.base_url, client_id="c", client_secret="s")[0]
+        fields = factories.sandbox_provider_fields(self.sandbox.base_url, authType="api_key", oauthConfig=None,
+                                                   availableEntities=document["availableEntities"],
+                                                   webhookVerification=document["webhookVerification"])
+        return factories.enable_integration(self.client, admin, factories.create_provider(self.client, self.super_admin,
+                                                                                          **fields)["id"])
 
     def event_id(self, admin: factories.Account) -> str:
         """The id of the newest event of `admin`'s tenant (one exists: registering made none, the setup did)."""
@@ -403,6 +417,17 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
     def proxied():
         admin = w.admin()
         return Replay(admin, path={"id": w.echo_connected(admin)["id"], "path": "things"})  # one segment: openapi-core matches no slash in a path parameter
+    def incoming_webhook():
+        from connectors.sandbox.notify import sign
+
+        admin = w.admin()
+        integration = w.incoming_integration(admin)
+        response = w.client.post(f"/api/v1/tenant/integrations/{integration['id']}/webhook-secret", headers=admin.headers)
+        assert response.status_code == 200, response.text
+        secret, stamp = response.json()["secret"], str(int(time.time()))
+        return Replay(path={"integrationId": integration["id"]}, signed=lambda raw: {
+            "X-Sandbox-Timestamp": stamp, "X-Sandbox-Event-Id": factories.unique("evt_"),
+            "X-Sandbox-Signature": sign(secret, stamp, raw)})
 
     def with_integration(auth_type):
         def recipe():
@@ -523,6 +548,9 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         "proxy_put": proxied,
         "proxy_patch": proxied,
         "proxy_delete": proxied,
+        # incoming webhooks
+        "receive_incoming_webhook": incoming_webhook,
+        "set_incoming_webhook_secret": lambda: Replay((admin := w.admin()), path={"id": w.incoming_integration(admin)["id"]}),
         # index (both documents)
         "get_api_index": lambda: Replay(),
         "get_root_index": lambda: Replay(),
@@ -608,7 +636,10 @@ def test_request_example_replays_against_the_hub(operation_id, world, bundles, v
     query.update(replay.query)
 
     kwargs: dict[str, Any] = {"params": query, "headers": headers, "follow_redirects": False}
-    if "requestBody" in operation.op:
+    if "requestBody" in operation.op and replay.signed is not None:
+        kwargs["content"] = json.dumps(replay.body(request_example(doc, operation.op))).encode()
+        headers.update({"Content-Type": "application/json", **replay.signed(kwargs["content"])})
+    elif "requestBody" in operation.op:
         kwargs["json"] = replay.body(request_example(doc, operation.op))
     if replay.stream:
         served = request.getfixturevalue("served_hub")
