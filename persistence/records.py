@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
+from persistence import search_index
 from persistence.errors import NotFound
 from persistence.models import Record, RecordSequence, as_utc
 from persistence.webhooks import timestamp
@@ -168,6 +169,8 @@ def upsert(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID,
         session.execute(sa.update(Record).where(Record.id.in_(seen_unchanged[start:start + _CHUNK]))
                         .values(last_seen_run_id=seen_run_id).execution_options(synchronize_session=False))
     session.flush()
+    search_index.index_changes(session, tenant_id=tenant_id, integration_id=integration_id, entity=entity,
+                               changes=changes)
     return changes
 
 
@@ -193,6 +196,8 @@ def tombstone_unseen(session: Session, *, tenant_id: uuid.UUID, integration_id: 
         row.deleted_at = now
         changes.deleted.append(row)
     session.flush()
+    search_index.index_changes(session, tenant_id=tenant_id, integration_id=integration_id, entity=entity,
+                               changes=changes)
     return changes
 
 
