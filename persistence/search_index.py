@@ -327,36 +327,52 @@ def result_data(definition: SyncDefinition | None, data: Mapping[str, Any]) -> d
 
 
 def highlight(title: str, body: str, query: Query) -> str:
-    """Return a snippet of the first of `title`/`body` holding a term of `query`, terms in `<mark>`.
+    """Return a snippet of the first of `title`/`body` holding a term of `query`, matches in `<mark>`.
 
-    At most SNIPPET_WORDS words around the first hit, `…` where text was cut, HTML-escaped.
-    Words are compared as the index splits and folds them (`search_query.tokens`).
+    Marks what FTS5's `snippet` marks: each matched word, and each phrase occurrence as one span
+    (`<mark>acme-labs</mark>`). At most SNIPPET_WORDS words from a little before the first match,
+    `…` where text was cut, HTML-escaped. Words are compared as the index splits and folds them.
     """
-    words = {word for term in query.terms() if not term.prefix for word in term.words}
-    prefixes = tuple(term.words[-1] for term in query.terms() if term.prefix)
-
-    def hit(token: str) -> bool:
-        folded = search_query.fold(token)
-        return folded in words or folded.startswith(prefixes) if prefixes else folded in words
-
     for text in (title, body):
         spans = list(_WORD.finditer(text))
-        first = next((index for index, span in enumerate(spans) if hit(span.group())), None)
-        if first is None:
+        marks = _matches([search_query.fold(span.group()) for span in spans], query)
+        if not marks:
             continue
-        start = max(0, first - SNIPPET_WORDS // 3)
-        shown = spans[start:start + SNIPPET_WORDS]
+        start = max(0, marks[0][0] - SNIPPET_WORDS // 3)
+        stop = min(len(spans), start + SNIPPET_WORDS)
         out = ["…" if start > 0 else ""]
-        cursor = shown[0].start() if start > 0 else 0
-        for span in shown:
-            out.append(html.escape(text[cursor:span.start()]))
-            marked = hit(span.group())
-            out.append("<mark>" + html.escape(span.group()) + "</mark>" if marked else html.escape(span.group()))
-            cursor = span.end()
-        end = shown[-1].end() if start + SNIPPET_WORDS < len(spans) else len(text)
+        cursor = spans[start].start() if start > 0 else 0
+        index = start
+        while index < stop:
+            group = next((mark for mark in marks if mark[0] == index), None)
+            last = min(group[1], stop - 1) if group else index
+            out.append(html.escape(text[cursor:spans[index].start()]))
+            piece = html.escape(text[spans[index].start():spans[last].end()])
+            out.append(f"<mark>{piece}</mark>" if group else piece)
+            cursor, index = spans[last].end(), last + 1
+        end = spans[stop - 1].end() if stop < len(spans) else len(text)
         out.append(html.escape(text[cursor:end]) + ("…" if end < len(text) else ""))
         return "".join(out)
     return html.escape(title or body[:200])
+
+
+def _matches(words: list[str], query: Query) -> list[tuple[int, int]]:
+    """The (first, last) word index ranges of `words` that the positive terms of `query` match, merged."""
+    found: list[tuple[int, int]] = []
+    for term in query.terms():
+        size = len(term.words)
+        for index in range(len(words) - size + 1):
+            head, tail = words[index:index + size - 1], words[index + size - 1]
+            if list(term.words[:-1]) == head and (tail.startswith(term.words[-1]) if term.prefix
+                                                  else tail == term.words[-1]):
+                found.append((index, index + size - 1))
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(found):
+        if merged and first <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
 
 
 def _indexable(entity_names: Sequence[str] | None, available: Sequence[Mapping[str, Any]] | None

@@ -30,14 +30,14 @@ from tests.handlers.test_tenant_integrations import (
 )
 
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")
-INTEGRATION_PATHS = ("/tenant/integrations/{id}", "/user/integrations/{id}")
+INTEGRATION_PATHS = ("/tenant/integrations/{id}", "/user/integrations/{id}", "/integrations/{id}/")
 USER_PATHS = ("/tenant/users/{userId}",)
 # What the walk must find at least (it finds new operations by itself).
 KNOWN_INTEGRATION_OPERATIONS = {
     "get_tenant_integration", "update_tenant_integration", "delete_tenant_integration",
     "activate_tenant_integration", "deactivate_tenant_integration", "start_oauth_connection", "connect_api_key",
     "connect_basic", "connect_custom", "get_connection", "test_connection", "disconnect", "update_credentials",
-    "start_user_oauth_connection", "get_user_connection", "disconnect_user_connection",
+    "start_user_oauth_connection", "get_user_connection", "disconnect_user_connection", "search_integration",
 }
 KNOWN_USER_OPERATIONS = {"get_user", "update_user", "delete_user"}
 
@@ -95,7 +95,10 @@ def snapshot_user(user_id: str) -> dict:
 
 def call(client, method: str, path: str, operation: dict, caller: factories.Account, **ids: str):
     url = "/api/v1" + path.format(**ids)
-    return client.request(method.upper(), url, json=example_body(operation), headers=caller.headers,
+    # Required query parameters (a search's `query`) take their schema's example, so the call reaches the lookup.
+    params = {param["name"]: param["schema"]["example"] for param in operation.get("parameters", [])
+              if param.get("in") == "query" and param.get("required")}
+    return client.request(method.upper(), url, json=example_body(operation), params=params, headers=caller.headers,
                           follow_redirects=False)
 
 

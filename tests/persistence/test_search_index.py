@@ -47,14 +47,14 @@ def searchable_integration(client, admin, provider: dict, **overrides) -> dict:
     return factories.enable_integration(client, admin, provider["id"], **body)
 
 
-def put(integration: dict, entity: str, *items: tuple[str, dict], owner_key: str = "tenant",
+def put(integration: dict, entity: str, *items: tuple, owner_key: str = "tenant",
         user_id: str | None = None, deleted: bool = False, updated_at: datetime | None = None) -> records.Changes:
-    """Store `(external id, data)` items as a sync page would, in one transaction."""
+    """Store `(external id, data)` or `(external id, data, provider updated at)` items as a sync page would."""
     with transaction() as session:
         return records.upsert(
             session, tenant_id=uuid.UUID(integration["tenantId"]), integration_id=uuid.UUID(integration["id"]),
             owner_key=owner_key, user_id=uuid.UUID(user_id) if user_id else None, entity=entity,
-            items=[Item(external_id, data, updated_at, deleted) for external_id, data in items], now=NOW)
+            items=[Item(item[0], item[1], item[2] if len(item) > 2 else updated_at, deleted) for item in items], now=NOW)
 
 
 def find(integration: dict, text: str, *, every_owner: bool = True, owner_key: str | None = None,
@@ -189,6 +189,10 @@ class TestSnippets:
 
     def test_a_title_match_is_shown_from_the_title(self, notes):
         assert find(notes, "quarterly").hits[0].snippet == "<mark>Quarterly</mark> report"
+
+    def test_a_phrase_is_marked_as_one_span(self, notes):
+        assert find(notes, '"acme labs"').hits[0].snippet == "<mark>Acme Labs</mark> visit"
+        assert find(notes, 'acme labs -globex').hits[0].snippet == "<mark>Labs</mark> of <mark>Acme</mark>"
 
     def test_a_word_inside_an_address_is_marked(self, notes):
         hit = find(notes, "initech -expansion").hits[0]
