@@ -361,6 +361,10 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
             return Replay(admin, path=integration_of(admin, auth_type=auth_type))
         return recipe
 
+    def searchable_integration():
+        admin = w.admin()
+        return Replay(admin, path=integration_of(admin, auth_type="api_key", searchEnabled=True))
+
     return {
         # auth
         "register": lambda: Replay(body=with_email),
@@ -437,6 +441,9 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         "resend_webhook_message": webhook_endpoint(event=True),
         "recover_webhook_messages": webhook_endpoint(),
         "send_webhook_test": webhook_endpoint(),
+        # search
+        "search_integrations": as_admin(),
+        "search_integration": searchable_integration,
         # index (both documents)
         "get_api_index": lambda: Replay(),
         "get_root_index": lambda: Replay(),
