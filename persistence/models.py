@@ -623,3 +623,28 @@ class IncomingWebhook(Table, table=True):
     claimed_until: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
     claimed_by: Optional[str] = Field(default=None, max_length=100)
     finished_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+
+
+class SearchDocument(Table, table=True):
+    """The searchable text of one live record (the search index; issue 15). Written only by
+    `persistence.search_index`, in the transaction that changes the record.
+
+    `title` is the entity's `titleField` value, `body` its `searchableFields` values, as the
+    provider sent them (snippets show them). The full-text structures over them are outside the
+    models because each database has its own (made by migration 0011): on SQLite the FTS5 table
+    `search_fts` (external content: this table, `rowid` = `id`, kept in step by triggers); on
+    PostgreSQL the weighted `tsvector` column `search_vector` with its GIN index.
+    `id` is an INTEGER primary key so that SQLite uses it as the rowid FTS5 points at.
+    """
+
+    __tablename__ = "search_documents"
+    __table_args__ = (sa.Index("ix_search_documents_scope", "tenant_id", "integration_id", "owner_key", "entity"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    record_id: uuid.UUID = Field(unique=True, index=True)
+    tenant_id: uuid.UUID = Field()
+    integration_id: uuid.UUID = Field()
+    owner_key: str = Field(max_length=40)
+    entity: str = Field(max_length=100)
+    title: str = Field(default="", sa_type=sa.Text())
+    body: str = Field(default="", sa_type=sa.Text())

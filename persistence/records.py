@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
+from persistence import search_index
 from persistence.connections import owner_key
 from persistence.errors import InvalidInput, NotFound, PermissionDenied
 from persistence.models import Integration, Record, RecordSequence, as_utc
@@ -170,6 +171,8 @@ def upsert(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID,
         session.execute(sa.update(Record).where(Record.id.in_(seen_unchanged[start:start + _CHUNK]))
                         .values(last_seen_run_id=seen_run_id).execution_options(synchronize_session=False))
     session.flush()
+    search_index.index_changes(session, tenant_id=tenant_id, integration_id=integration_id, entity=entity,
+                               changes=changes)
     return changes
 
 
@@ -195,6 +198,8 @@ def tombstone_unseen(session: Session, *, tenant_id: uuid.UUID, integration_id: 
         row.deleted_at = now
         changes.deleted.append(row)
     session.flush()
+    search_index.index_changes(session, tenant_id=tenant_id, integration_id=integration_id, entity=entity,
+                               changes=changes)
     return changes
 
 

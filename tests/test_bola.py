@@ -30,14 +30,14 @@ from tests.handlers.test_tenant_integrations import (
 )
 
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")
-INTEGRATION_PATHS = ("/tenant/integrations/{id}", "/user/integrations/{id}")
+INTEGRATION_PATHS = ("/tenant/integrations/{id}", "/user/integrations/{id}", "/integrations/{id}/")
 USER_PATHS = ("/tenant/users/{userId}",)
 # What the walk must find at least (it finds new operations by itself).
 KNOWN_INTEGRATION_OPERATIONS = {
     "get_tenant_integration", "update_tenant_integration", "delete_tenant_integration",
     "activate_tenant_integration", "deactivate_tenant_integration", "start_oauth_connection", "connect_api_key",
     "connect_basic", "connect_custom", "get_connection", "test_connection", "disconnect", "update_credentials",
-    "start_user_oauth_connection", "get_user_connection", "disconnect_user_connection",
+    "start_user_oauth_connection", "get_user_connection", "disconnect_user_connection", "search_integration",
     "list_records", "create_record", "get_record", "update_record", "delete_record",
     "proxy_get", "proxy_post", "proxy_put", "proxy_patch", "proxy_delete",
 }
@@ -99,7 +99,10 @@ def call(client, method: str, path: str, operation: dict, caller: factories.Acco
     # Ids below the integration (a record, a proxied provider path) are made up: the integration answers first.
     ids = {"recordId": str(uuid.uuid4()), "path": "me", **ids}
     url = "/api/v1" + path.format(**ids)
-    return client.request(method.upper(), url, json=example_body(operation), headers=caller.headers,
+    # Required query parameters (a search's `query`) take their schema's example, so the call reaches the lookup.
+    params = {param["name"]: param["schema"]["example"] for param in operation.get("parameters", [])
+              if param.get("in") == "query" and param.get("required")}
+    return client.request(method.upper(), url, json=example_body(operation), params=params, headers=caller.headers,
                           follow_redirects=False)
 
 

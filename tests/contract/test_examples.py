@@ -453,6 +453,10 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
             return Replay(admin, path={"id": integration["id"]})
         return recipe
 
+    def searchable_integration():
+        admin = w.admin()
+        return Replay(admin, path=integration_of(admin, auth_type="api_key", searchEnabled=True))
+
     return {
         # auth
         "register": lambda: Replay(body=with_email),
@@ -551,6 +555,9 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         # incoming webhooks
         "receive_incoming_webhook": incoming_webhook,
         "set_incoming_webhook_secret": lambda: Replay((admin := w.admin()), path={"id": w.incoming_integration(admin)["id"]}),
+        # search
+        "search_integrations": as_admin(),
+        "search_integration": searchable_integration,
         # index (both documents)
         "get_api_index": lambda: Replay(),
         "get_root_index": lambda: Replay(),
