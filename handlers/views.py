@@ -8,8 +8,9 @@ from typing import Any, Callable
 from connectors.probe import ProbeResult
 from persistence import connections, providers
 from persistence.integrations import IntegrationRow
-from persistence.models import ApiToken, AuditEntry, Connection, Event, Provider, Tenant, User, as_utc
+from persistence.models import ApiToken, AuditEntry, Connection, Event, Provider, Record, Tenant, User, as_utc
 from persistence.pages import Page
+from persistence.widgets import Status as WidgetStatusFacts
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -221,3 +222,25 @@ def overall_health(items: list[dict]) -> str:
     if not judged or all(h == "healthy" for h in judged):
         return "healthy"
     return "unhealthy" if all(h == "unhealthy" for h in judged) else "degraded"
+
+
+def widget_status(status: WidgetStatusFacts) -> dict:
+    """WidgetStatus: the integration, the caller's connection, the last successful sync and the current error."""
+    connection = status.connection
+    return {
+        "integrationId": str(status.integration.id),
+        "name": status.integration.name,
+        "status": status.integration.status,
+        "connectionStatus": connection.status if connection is not None else None,
+        "lastConnectedAt": timestamp(connection.connected_at if connection is not None
+                                     else status.integration.last_connected_at),
+        "lastSyncAt": status.last_sync_at,
+        "error": status.error,
+    }
+
+
+def record_data(row: Record, fields: list[str] | None) -> dict:
+    """A record's data for the data widget, cut down to the top-level `fields` when given."""
+    if not fields:
+        return row.data
+    return {name: row.data[name] for name in fields if name in row.data}

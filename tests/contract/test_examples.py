@@ -437,6 +437,10 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         "resend_webhook_message": webhook_endpoint(event=True),
         "recover_webhook_messages": webhook_endpoint(),
         "send_webhook_test": webhook_endpoint(),
+        # widgets
+        "get_widget_status": with_integration("api_key"),
+        "get_widget_activity": with_integration("api_key"),
+        "get_widget_data": with_integration("api_key"),
         # index (both documents)
         "get_api_index": lambda: Replay(),
         "get_root_index": lambda: Replay(),
