@@ -9,8 +9,9 @@ from typing import Any, Callable
 from connectors.probe import ProbeResult
 from persistence import connections, providers, records
 from persistence.integrations import IntegrationRow
-from persistence.models import ApiToken, AuditEntry, Connection, Event, Provider, Tenant, User, as_utc
+from persistence.models import ApiToken, AuditEntry, Connection, Event, Provider, Record, Tenant, User, as_utc
 from persistence.pages import Page
+from persistence.widgets import Status as WidgetStatusFacts
 from server import runtime
 from server.errors import ApiError
 
@@ -254,3 +255,25 @@ def record_page(rows: list, *, has_more: bool, after: int | None) -> dict:
     last = rows[-1].seq if rows else (after or 0)
     return {"records": [records.record_view(row) for row in rows], "nextCursor": encode_record_cursor(last),
             "hasMore": has_more}
+
+
+def widget_status(status: WidgetStatusFacts) -> dict:
+    """WidgetStatus: the integration, the caller's connection, the last successful sync and the current error."""
+    connection = status.connection
+    return {
+        "integrationId": str(status.integration.id),
+        "name": status.integration.name,
+        "status": status.integration.status,
+        "connectionStatus": connection.status if connection is not None else None,
+        "lastConnectedAt": timestamp(connection.connected_at if connection is not None
+                                     else status.integration.last_connected_at),
+        "lastSyncAt": status.last_sync_at,
+        "error": status.error,
+    }
+
+
+def record_data(row: Record, fields: list[str] | None) -> dict:
+    """A record's data for the data widget, cut down to the top-level `fields` when given."""
+    if not fields:
+        return row.data
+    return {name: row.data[name] for name in fields if name in row.data}

@@ -95,15 +95,18 @@ def snapshot_user(user_id: str) -> dict:
         }
 
 
+def required_query(operation: dict) -> dict:
+    """The operation's required query parameters at their examples: an attacker sends a valid request."""
+    return {param["name"]: param.get("example", param["schema"].get("example"))
+            for param in operation.get("parameters", []) if param.get("in") == "query" and param.get("required")}
+
+
 def call(client, method: str, path: str, operation: dict, caller: factories.Account, **ids: str):
     # Ids below the integration (a record, a proxied provider path) are made up: the integration answers first.
     ids = {"recordId": str(uuid.uuid4()), "path": "me", **ids}
     url = "/api/v1" + path.format(**ids)
-    # Required query parameters (a search's `query`) take their schema's example, so the call reaches the lookup.
-    params = {param["name"]: param["schema"]["example"] for param in operation.get("parameters", [])
-              if param.get("in") == "query" and param.get("required")}
-    return client.request(method.upper(), url, json=example_body(operation), params=params, headers=caller.headers,
-                          follow_redirects=False)
+    return client.request(method.upper(), url, json=example_body(operation), params=required_query(operation),
+                          headers=caller.headers, follow_redirects=False)
 
 
 @pytest.fixture

@@ -558,6 +558,10 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         # search
         "search_integrations": as_admin(),
         "search_integration": searchable_integration,
+        # widgets
+        "get_widget_status": with_integration("api_key"),
+        "get_widget_activity": with_integration("api_key"),
+        "get_widget_data": with_integration("api_key"),
         # index (both documents)
         "get_api_index": lambda: Replay(),
         "get_root_index": lambda: Replay(),
