@@ -48,6 +48,12 @@ def body_operations() -> list[tuple[str, str, str, list[str] | None]]:
 
 OPERATIONS = body_operations()
 OPERATION_IDS = [operation[0] for operation in OPERATIONS]
+# Operations whose JSON body may be any value (the proxy forwards it as is): no body breaks their
+# schema, so the tests that need a refused body send malformed JSON to them instead.
+FREE_FORM_BODIES = {operation["operationId"] for item in load_spec(API_SPEC)["paths"].values()
+                    for method, operation in item.items() if method in HTTP_METHODS and "requestBody" in operation
+                    and set(operation["requestBody"]["content"].get("application/json", {}).get("schema", {}))
+                    <= {"description", "example"}}
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +78,8 @@ def send(request, client, super_admin, tenant_admin_scopes):
         if content_type is not None:
             headers["Content-Type"] = content_type
         return client.request(method.upper(), path, content=content, headers=headers)
+
+    _send.free_form = operation_id in FREE_FORM_BODIES
 
     return _send
 
@@ -113,12 +121,16 @@ class TestEveryBodyTakingOperation:
 
     @pytest.mark.parametrize("media_type", ["Application/JSON", "APPLICATION/JSON; charset=UTF-8"])
     def test_the_media_type_is_case_insensitive(self, send, media_type):
-        # The body breaks the schema: a 400 proves the body was parsed and validated as JSON.
-        response = send(b'{"zzUnexpected": 1}', content_type=media_type)
+        # The body breaks the schema (or, for a body that may be any JSON, is not JSON): a 400
+        # proves the body was read as JSON, whatever the case of its media type.
+        response = send(b'{"zzUnexpected": 1' if send.free_form else b'{"zzUnexpected": 1}', content_type=media_type)
 
         assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "VALIDATION_ERROR"
-        assert response.json()["error"]["details"]["field"] in ("body", "zzUnexpected")
+        if send.free_form:
+            assert response.json()["error"]["message"].startswith("Request body is not valid JSON")
+        else:
+            assert response.json()["error"]["details"]["field"] in ("body", "zzUnexpected")
 
 
 class TestLogin:
