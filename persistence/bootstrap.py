@@ -46,7 +46,7 @@ def sandbox_documents(base_url: str, *, client_id: str, client_secret: str) -> l
         "capabilities": ["read", "search", "sync"],
         "supportedSyncDirections": ["pull"],
         "supportsRealtime": False,
-        "supportsWebhooks": False,
+        "supportsWebhooks": True,
         "supportsNotifications": False,
         "supportsSearch": True,
         "searchableEntities": ["Account", "Contact"],
@@ -67,6 +67,7 @@ def sandbox_documents(base_url: str, *, client_id: str, client_secret: str) -> l
         "apiBaseUrl": base,
         "testRequest": {"method": "GET", "path": "/me", "expectedStatus": 401},
         "apiKeyHeader": "X-API-Key",
+        "webhookVerification": SANDBOX_WEBHOOK_VERIFICATION,
     }
     oauth = {
         "name": "Sandbox CRM",
@@ -106,6 +107,27 @@ def sandbox_entries(base_url: str, *, client_id: str, client_secret: str) -> lis
             for document in sandbox_documents(base_url, client_id=client_id, client_secret=client_secret)]
 
 
+# The sandbox's signed change notifications (connectors/sandbox/notify.py): hex HMAC-SHA256 of
+# `timestamp + "." + body` in X-Sandbox-Signature, Unix seconds in X-Sandbox-Timestamp, the event id
+# in X-Sandbox-Event-Id; the body `{"id", "type", "entity", "data", "occurred_at"}` carries the
+# whole record in `data` (a deleted one with `deleted: true`).
+SANDBOX_WEBHOOK_VERIFICATION = {
+    "scheme": "hmac_sha256",
+    "signatureHeader": "X-Sandbox-Signature",
+    "signatureEncoding": "hex",
+    "signedPayload": "{timestamp}.{body}",
+    "timestampHeader": "X-Sandbox-Timestamp",
+    "toleranceSeconds": 300,
+    "eventIdHeader": "X-Sandbox-Event-Id",
+    "routes": [
+        {"entity": "Account", "matchField": "entity", "matchValue": "accounts", "externalIdField": "data.id",
+         "recordField": "data"},
+        {"entity": "Contact", "matchField": "entity", "matchValue": "contacts", "externalIdField": "data.id",
+         "recordField": "data"},
+    ],
+}
+
+
 def _sandbox_sync(kind: str, *, title: str, searchable: list[str]) -> dict:
     """Return the sync definition of the sandbox's `kind` list (accounts | contacts): connectors/sandbox/api.py."""
     return {
@@ -124,4 +146,5 @@ def _sandbox_sync(kind: str, *, title: str, searchable: list[str]) -> dict:
             "update": {"method": "PATCH", "path": f"/{kind}/{{id}}"},
             "delete": {"method": "DELETE", "path": f"/{kind}/{{id}}"},
         },
+        "fetch": {"method": "GET", "path": f"/{kind}/{{id}}"},
     }

@@ -141,6 +141,8 @@ class Provider(Table, table=True):
     api_base_url: Optional[str] = Field(default=None, max_length=2048)
     test_request: Optional[dict] = Field(default=None, sa_type=sa.JSON)
     api_key_header: Optional[str] = Field(default=None, max_length=100)
+    # How incoming webhooks are verified and routed (persistence/webhook_verification.py); migration 0010.
+    webhook_verification: Optional[dict] = Field(default=None, sa_type=sa.JSON)
     # The OAuth client secret, vault-sealed and bound to this provider; never in oauth_config.
     oauth_client_secret: Optional[str] = Field(default=None)
     created_at: datetime = _ts()
@@ -204,6 +206,8 @@ class Integration(Table, table=True):
     enabled_by: Optional[uuid.UUID] = Field(default=None)
     last_connected_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
     last_error: Optional[str] = Field(default=None, max_length=500)
+    # The secret verifying incoming webhooks, vault-sealed and bound to tenant and integration; migration 0010.
+    webhook_secret: Optional[str] = Field(default=None)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -587,3 +591,60 @@ class SyncRun(Table, table=True):
     started_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
     finished_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
     updated_at: datetime = _ts()
+class IncomingWebhook(Table, table=True):
+    """A verified notification a provider POSTed to an integration: the replay guard and the work's outbox row.
+
+    Unique per integration and provider event id, kept 7 days (a replay within them is
+    acknowledged without effect; `persistence.incoming_webhooks.prune` deletes older rows).
+    `status`: queued (the worker is to read and upsert the record), done, ignored (no entity was
+    named: kept for the replay guard only) or failed (attempts used up). A worker claims a due
+    row by setting `claimed_until` (its lease); a row whose lease ran out is claimed again.
+    `record` is the complete record when the notification carried it (else it is fetched).
+    """
+
+    __tablename__ = "incoming_webhooks"
+    __table_args__ = (
+        sa.UniqueConstraint("integration_id", "provider_event_id", name="uq_incoming_webhooks_event"),
+        sa.Index("ix_incoming_webhooks_due", "status", "next_attempt_at"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    tenant_id: uuid.UUID = Field()
+    integration_id: uuid.UUID = Field()
+    provider_event_id: str = Field(max_length=255)
+    status: str = Field(default="queued", max_length=10)
+    entity: Optional[str] = Field(default=None, max_length=100)
+    external_id: Optional[str] = Field(default=None, max_length=255)
+    record: Optional[dict] = Field(default=None, sa_type=sa.JSON)
+    attempts: int = 0
+    last_error: Optional[str] = Field(default=None, max_length=500)
+    received_at: datetime = _ts(index=True)
+    next_attempt_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    claimed_until: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    claimed_by: Optional[str] = Field(default=None, max_length=100)
+    finished_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+
+
+class SearchDocument(Table, table=True):
+    """The searchable text of one live record (the search index; issue 15). Written only by
+    `persistence.search_index`, in the transaction that changes the record.
+
+    `title` is the entity's `titleField` value, `body` its `searchableFields` values, as the
+    provider sent them (snippets show them). The full-text structures over them are outside the
+    models because each database has its own (made by migration 0011): on SQLite the FTS5 table
+    `search_fts` (external content: this table, `rowid` = `id`, kept in step by triggers); on
+    PostgreSQL the weighted `tsvector` column `search_vector` with its GIN index.
+    `id` is an INTEGER primary key so that SQLite uses it as the rowid FTS5 points at.
+    """
+
+    __tablename__ = "search_documents"
+    __table_args__ = (sa.Index("ix_search_documents_scope", "tenant_id", "integration_id", "owner_key", "entity"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    record_id: uuid.UUID = Field(unique=True, index=True)
+    tenant_id: uuid.UUID = Field()
+    integration_id: uuid.UUID = Field()
+    owner_key: str = Field(max_length=40)
+    entity: str = Field(max_length=100)
+    title: str = Field(default="", sa_type=sa.Text())
+    body: str = Field(default="", sa_type=sa.Text())

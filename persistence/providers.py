@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from persistence.errors import Conflict, InvalidInput, NotFound
-from persistence import sync_definitions, vault
+from persistence import sync_definitions, vault, webhook_verification
 from persistence.models import Integration, Provider, as_utc, utcnow
 from persistence.pages import After, Page, contains, ordering, paginate, paginate_after
 
@@ -48,6 +48,7 @@ DOCUMENT_FIELDS = {
     "apiBaseUrl": "api_base_url",
     "testRequest": "test_request",
     "apiKeyHeader": "api_key_header",
+    "webhookVerification": "webhook_verification",
 }
 
 
@@ -169,6 +170,7 @@ def check_rules(row: Provider) -> None:
     if row.test_request and not row.api_base_url:
         raise InvalidInput("testRequest needs an apiBaseUrl", details={"field": "apiBaseUrl"})
     sync_definitions.validate_entity_definitions(row.available_entities)
+    webhook_verification.validate(row.webhook_verification, row.available_entities)
 
 
 def delete(session: Session, *, provider_id: uuid.UUID, category: str) -> Provider:

@@ -61,6 +61,15 @@ class WriteRequest:
 
 
 @dataclass(frozen=True)
+class FetchRequest:
+    """How to read one item: HTTP `method` (GET), `path` under apiBaseUrl (with `{id}`), where the item sits."""
+
+    method: str
+    path: str
+    item_path: str | None = None
+
+
+@dataclass(frozen=True)
 class SyncDefinition:
     """The typed `sync` definition of one entity (see `EntitySyncDefinition` in the contract)."""
 
@@ -80,6 +89,7 @@ class SyncDefinition:
     update: WriteRequest | None = None
     delete: WriteRequest | None = None
     source: str | None = None
+    fetch: FetchRequest | None = None
 
 
 def parse_definition(entity: Mapping[str, Any]) -> SyncDefinition | None:
@@ -124,6 +134,8 @@ def parse_definition(entity: Mapping[str, Any]) -> SyncDefinition | None:
         update=_write_request(write.get("update")),
         delete=_write_request(write.get("delete")),
         source=raw.get("source"),
+        fetch=FetchRequest(raw["fetch"]["method"], raw["fetch"]["path"], raw["fetch"].get("itemPath"))
+        if raw.get("fetch") else None,
     )
 
 
@@ -146,6 +158,7 @@ def validate_entity_definitions(available_entities: Sequence[Mapping[str, Any]] 
       parameters of another paging type are refused rather than silently ignored;
     - `write.update.path` and `write.delete.path` contain `{id}`, `write.create.path` does not,
       and no other `{...}` placeholder appears; `delete` carries no `bodyKey`;
+    - `fetch.path` holds `{id}` and no other placeholder (the same path rules);
     - `searchableFields` are names among the entity's `fields`;
     - `updatedAtFormat` needs an `updatedAtField`.
     The error's `details.field` names the offending field, e.g.
@@ -169,6 +182,8 @@ def validate_entity_definitions(available_entities: Sequence[Mapping[str, Any]] 
             _check_path(request.get("path", ""), field=f"{where}.write.{action}.path", id_placeholder=action != "create")
             if action == "delete" and request.get("bodyKey"):
                 raise InvalidInput("a delete request carries no body", details={"field": f"{where}.write.delete.bodyKey"})
+        if sync.get("fetch"):
+            _check_path(sync["fetch"].get("path", ""), field=f"{where}.fetch.path", id_placeholder=True)
 
 
 _PAGING_REQUIRED = {

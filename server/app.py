@@ -23,6 +23,7 @@ from persistence import db, vault
 from server import connexion_patches, errors, idempotency, ratelimit, realtime, runtime
 from server.cors import EnvelopeCORSMiddleware
 from server.deprecation import DeprecationMiddleware
+from server.raw_body import RawBodyMiddleware
 from server.observability import configure_logging
 from server.request_log import RequestContextMiddleware
 from server.security import PermissionMiddleware, SecurityHeadersMiddleware, no_store_operations
@@ -141,7 +142,14 @@ def route_table(*served: tuple[str, dict[str, Any]]) -> list[tuple[re.Pattern, t
             methods = [m.upper() for m in HTTP_METHODS if m in item]
             if "GET" in methods:
                 methods.append("HEAD")
-            pattern = re.compile(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(base + path)))
+            # A `format: path` parameter (the proxy's provider path) spans segments, as Connexion routes it.
+            tails = {param.get("name") for op in item.values() if isinstance(op, dict)
+                     for param in op.get("parameters", []) if isinstance(param, dict)
+                     and (param.get("schema") or {}).get("format") == "path"}
+            regex = re.escape(base + path)
+            for name in tails:
+                regex = regex.replace(re.escape("{" + name + "}"), ".+")
+            pattern = re.compile(re.sub(r"\\{[^/]+?\\}", "[^/]+", regex))
             table.append((pattern, tuple(sorted(methods))))
     return table
 
@@ -221,6 +229,7 @@ def add_middleware(app: AsyncApp, settings: Settings, specs: list[dict[str, Any]
     app.add_middleware(PermissionMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     app.add_middleware(idempotency.IdempotencyMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     app.add_middleware(DeprecationMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, specs=specs)
+    app.add_middleware(RawBodyMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     # WebSocket /ws and its AsyncAPI document, inside the request-id/log and exception middleware.
     app.add_middleware(realtime.RealtimeRoutes, position=MiddlewarePosition.BEFORE_SWAGGER)
     # Each middleware added at BEFORE_EXCEPTION lands inside the ones added before it: the

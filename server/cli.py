@@ -52,7 +52,7 @@ def rotate_keys(settings: Settings, *, batch: int = 100) -> int:
     Online: one short transaction per row, each row locked while it is re-sealed, so the hub
     keeps serving. Keep the old key configured (after the new one) until this has run.
     """
-    from persistence import connections, db, oauth_states, providers, vault
+    from persistence import connections, db, incoming_webhooks, oauth_states, providers, vault
 
     db.configure(settings.database_url)
     vault.configure(vault.Keyring.from_strings(settings.encryption_keys()))
@@ -69,6 +69,7 @@ def rotate_keys(settings: Settings, *, batch: int = 100) -> int:
     with db.transaction() as session:
         changed += providers.reseal_client_secrets(session)
         changed += oauth_states.reseal_pending(session)
+        changed += incoming_webhooks.reseal_secrets(session)
     return changed
 
 

@@ -23,6 +23,16 @@ WEBHOOK_ATTEMPT_DURATION = Histogram(
 WEBHOOK_PENDING = Gauge("hub_webhook_pending_deliveries", "Webhook deliveries not yet delivered, exhausted or failed")
 WEBHOOK_OLDEST_PENDING_AGE = Gauge("hub_webhook_oldest_pending_age_seconds",
                                    "Age of the oldest pending webhook delivery (0 when none)")
+# Incoming provider webhooks (handlers/incoming_webhooks.py, server/incoming_worker.py). Outcome of a
+# request: queued, duplicate, ignored, unknown_integration, unusable, or the reason of a 401
+# (missing_signature, bad_signature, missing_timestamp, stale_timestamp).
+INCOMING_WEBHOOKS = Counter("hub_incoming_webhooks_total", "Incoming provider webhooks by outcome", ["outcome"])
+# Outcome of the work: done, retry, failed.
+INCOMING_WEBHOOK_WORK = Counter("hub_incoming_webhook_work_total", "Incoming webhook work items by outcome", ["outcome"])
+INCOMING_WEBHOOK_LAG = Histogram(
+    "hub_incoming_webhook_lag_seconds", "From an incoming webhook's receipt to its record upserted",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 
 # Fields of the per-request line, in this order (runbook 6.2: correlate by requestId).
 REQUEST_FIELDS = ("requestId", "method", "path", "operationId", "status", "durationMs", "tenantId")

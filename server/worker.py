@@ -30,6 +30,7 @@ from connectors.webhook_sender import WebhookSender
 from persistence import db, deliveries, events
 from persistence.deliveries import AttemptResult, Job
 from persistence.models import utcnow
+from server import incoming_worker
 from server.observability import WEBHOOK_ATTEMPT_DURATION, WEBHOOK_ATTEMPTS, observe_backlog
 from server.settings import Settings
 from server.sync_worker import SyncWorker
@@ -202,6 +203,7 @@ def run_forever(settings: Settings, *, concurrency: int | None = None, metrics_p
 
         start_http_server(metrics_port, addr=settings.hub_host)
     worker = Worker(settings, concurrency=concurrency)
+    incoming = incoming_worker.start(settings)  # provider notifications -> records, on its own threads
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -210,6 +212,7 @@ def run_forever(settings: Settings, *, concurrency: int | None = None, metrics_p
         await worker.run()
 
     asyncio.run(main())
+    incoming.stop()
     return 0
 
 
@@ -218,4 +221,5 @@ def start_in_thread(settings: Settings) -> tuple[Worker, threading.Thread]:
     worker = Worker(settings)
     thread = threading.Thread(target=lambda: asyncio.run(worker.run()), name="webhook-worker", daemon=True)
     thread.start()
+    incoming_worker.start(settings)  # provider notifications -> records (daemon threads, like the worker's)
     return worker, thread

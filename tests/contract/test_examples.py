@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 import json
 from dataclasses import dataclass, field
@@ -172,6 +173,8 @@ class Replay:
     query: dict[str, str] = field(default_factory=dict)
     loopback: bool = False
     stream: bool = False  # an endless text/event-stream: called over TCP, only its start is read
+    # Headers computed from the exact body bytes sent (a provider's signature); the body then goes as those bytes.
+    signed: Callable[[bytes], dict[str, str]] | None = None
 
 
 def unique_key(example: str) -> str:
@@ -233,6 +236,52 @@ class World:
                                follow_redirects=False)
         assert done.status_code == 302 and "status=connected" in done.headers["location"], done.headers
         return member, integration
+
+    def data_connected(self, admin: factories.Account) -> dict:
+        """An integration of the sandbox with its sync and write definitions, connected with an API key."""
+        from tests.records_support import sandbox_entities
+
+        fields = factories.sandbox_provider_fields(self.sandbox.base_url, authType="api_key", oauthConfig=None,
+                                                   availableEntities=sandbox_entities(self.sandbox.base_url))
+        provider = factories.create_provider(self.client, self.super_admin, **fields)
+        integration = factories.enable_integration(self.client, admin, provider["id"])
+        response = self.client.post(f"/api/v1/tenant/integrations/{integration['id']}/connect/api-key",
+                                    json={"apiKey": "sandbox-api-key"}, headers=admin.headers)
+        assert response.status_code == 200, response.text
+        return integration
+
+    def record(self, admin: factories.Account, integration: dict) -> dict:
+        """A record written through to the sandbox (an account)."""
+        response = self.client.post(f"/api/v1/tenant/integrations/{integration['id']}/records",
+                                    json={"entity": "Account", "data": {"name": factories.unique("Replay ")}},
+                                    headers=admin.headers)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def echo_connected(self, admin: factories.Account) -> dict:
+        """An integration of a provider that answers 200 to every request (tests/echo_provider.py), API key."""
+        from tests.echo_provider import EchoProvider
+
+        if getattr(self, "_echo", None) is None:
+            self._echo = EchoProvider().start()
+        provider = factories.create_provider(self.client, self.super_admin, apiBaseUrl=self._echo.base_url,
+                                             testRequest={"method": "GET", "path": "/me", "expectedStatus": 200})
+        integration = factories.enable_integration(self.client, admin, provider["id"])
+        response = self.client.post(f"/api/v1/tenant/integrations/{integration['id']}/connect/api-key",
+                                    json={"apiKey": "echo-key"}, headers=admin.headers)
+        assert response.status_code == 200, response.text
+        return integration
+
+    def incoming_integration(self, admin: factories.Account) -> dict:
+        """An integration of a provider declaring the sandbox's incoming-webhook verification."""
+        from persistence import bootstrap
+
+        document = bootstrap.sandbox_documents(self.sandbox.base_url, client_id="c", client_secret="s")[0]
+        fields = factories.sandbox_provider_fields(self.sandbox.base_url, authType="api_key", oauthConfig=None,
+                                                   availableEntities=document["availableEntities"],
+                                                   webhookVerification=document["webhookVerification"])
+        return factories.enable_integration(self.client, admin, factories.create_provider(self.client, self.super_admin,
+                                                                                          **fields)["id"])
 
     def event_id(self, admin: factories.Account) -> str:
         """The id of the newest event of `admin`'s tenant (one exists: registering made none, the setup did)."""
@@ -355,6 +404,31 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         admin = w.admin()
         return Replay(admin, path={"eventId": w.event_id(admin)})
 
+    def record_item(body=None):
+        def recipe():
+            admin = w.admin()
+            integration = w.data_connected(admin)
+            record = w.record(admin, integration)
+            based = (lambda example: {**example, "lastModifiedAt": record["metadata"]["lastModifiedAt"]}) if body else \
+                (lambda example: example)
+            return Replay(admin, path={"id": integration["id"], "recordId": record["id"]}, body=based)
+        return recipe
+
+    def proxied():
+        admin = w.admin()
+        return Replay(admin, path={"id": w.echo_connected(admin)["id"], "path": "things"})  # one segment: openapi-core matches no slash in a path parameter
+    def incoming_webhook():
+        from connectors.sandbox.notify import sign
+
+        admin = w.admin()
+        integration = w.incoming_integration(admin)
+        response = w.client.post(f"/api/v1/tenant/integrations/{integration['id']}/webhook-secret", headers=admin.headers)
+        assert response.status_code == 200, response.text
+        secret, stamp = response.json()["secret"], str(int(time.time()))
+        return Replay(path={"integrationId": integration["id"]}, signed=lambda raw: {
+            "X-Sandbox-Timestamp": stamp, "X-Sandbox-Event-Id": factories.unique("evt_"),
+            "X-Sandbox-Signature": sign(secret, stamp, raw)})
+
     def with_integration(auth_type):
         def recipe():
             admin = w.admin()
@@ -378,6 +452,10 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
                 assert response.status_code == 200, response.text
             return Replay(admin, path={"id": integration["id"]})
         return recipe
+
+    def searchable_integration():
+        admin = w.admin()
+        return Replay(admin, path=integration_of(admin, auth_type="api_key", searchEnabled=True))
 
     return {
         # auth
@@ -462,6 +540,28 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         "pause_sync": syncable(connected=False),
         "resume_sync": syncable(connected=False),
         "list_sync_runs": syncable(connected=False),
+        # records
+        "list_records": with_integration("oauth2"),
+        "create_record": lambda: Replay((admin := w.admin()), path={"id": w.data_connected(admin)["id"]}),
+        "get_record": record_item(),
+        "update_record": record_item(body=True),
+        "delete_record": record_item(),
+        # proxy
+        "proxy_get": proxied,
+        "proxy_post": proxied,
+        "proxy_put": proxied,
+        "proxy_patch": proxied,
+        "proxy_delete": proxied,
+        # incoming webhooks
+        "receive_incoming_webhook": incoming_webhook,
+        "set_incoming_webhook_secret": lambda: Replay((admin := w.admin()), path={"id": w.incoming_integration(admin)["id"]}),
+        # search
+        "search_integrations": as_admin(),
+        "search_integration": searchable_integration,
+        # widgets
+        "get_widget_status": with_integration("api_key"),
+        "get_widget_activity": with_integration("api_key"),
+        "get_widget_data": with_integration("api_key"),
         # index (both documents)
         "get_api_index": lambda: Replay(),
         "get_root_index": lambda: Replay(),
@@ -547,7 +647,10 @@ def test_request_example_replays_against_the_hub(operation_id, world, bundles, v
     query.update(replay.query)
 
     kwargs: dict[str, Any] = {"params": query, "headers": headers, "follow_redirects": False}
-    if "requestBody" in operation.op:
+    if "requestBody" in operation.op and replay.signed is not None:
+        kwargs["content"] = json.dumps(replay.body(request_example(doc, operation.op))).encode()
+        headers.update({"Content-Type": "application/json", **replay.signed(kwargs["content"])})
+    elif "requestBody" in operation.op:
         kwargs["json"] = replay.body(request_example(doc, operation.op))
     if replay.stream:
         served = request.getfixturevalue("served_hub")

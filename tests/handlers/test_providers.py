@@ -88,7 +88,14 @@ def full_body(**overrides) -> dict:
                      "revocationUrl": "https://auth.full.example/revoke", "scopes": ["read", "write"],
                      "scopeSeparator": ",", "pkceRequired": False},
         availableEntities=[{"name": "Message", "displayName": "Messages", "description": "Chat messages",
-                            "fields": [{"name": "text", "type": "string", "description": "Body"}]}],
+                            "fields": [{"name": "text", "type": "string", "description": "Body"}],
+                            "sync": {"path": "/messages", "itemsPath": "items", "idField": "id", "paging": {"type": "none"},
+                                     "fetch": {"method": "GET", "path": "/messages/{id}", "itemPath": "message"}}}],
+        webhookVerification={"scheme": "hmac_sha256", "signatureHeader": "X-Full-Signature", "signatureEncoding": "base64",
+                             "signaturePrefix": "v1=", "signedPayload": "{timestamp}:{body}",
+                             "timestampHeader": "X-Full-Timestamp", "toleranceSeconds": 120, "eventIdField": "event.id",
+                             "routes": [{"entity": "Message", "matchHeader": "X-Full-Event", "matchValue": "message",
+                                         "externalIdField": "message.id"}]},
         entityMappings=[{"entity": "Message", "shardType": "message", "fieldMappings": {"text": "body"}}],
         icon="full",
         color="#A1B2C3",
@@ -170,7 +177,8 @@ class TestCreateProvider:
 
     def test_omitted_optional_fields_get_their_defaults(self, client, super_admin):
         defaults = {"description": None, "searchableEntities": [], "searchCapabilities": None, "oauthConfig": None,
-                    "entityMappings": [], "isPremium": False, "requiredPlan": None, "apiBaseUrl": None, "testRequest": None}
+                    "entityMappings": [], "isPremium": False, "requiredPlan": None, "apiBaseUrl": None, "testRequest": None,
+                    "webhookVerification": None}
         body = {key: value for key, value in factories.provider_body().items() if key not in defaults}
 
         response = client.post(BASE, json=body, headers=super_admin.headers)

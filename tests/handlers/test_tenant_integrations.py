@@ -21,7 +21,8 @@ TENANTS = "/api/v1/admin/tenants"
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 DOCUMENT_KEYS = {"id", "tenantId", "integrationId", "providerName", "providerCategory", "name", "description", "icon",
                  "settings", "allowedShardTypes", "searchEnabled", "searchableEntities", "userScoped", "status",
-                 "connectionStatus", "enabledAt", "enabledBy", "lastConnectedAt", "lastError", "createdAt", "updatedAt"}
+                 "connectionStatus", "enabledAt", "enabledBy", "lastConnectedAt", "lastError", "incomingWebhookUrl",
+                 "webhookSecretSet", "createdAt", "updatedAt"}
 
 
 def assert_forbidden(response, scope: str) -> None:

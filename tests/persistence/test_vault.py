@@ -14,9 +14,9 @@ import pytest
 from sqlmodel import select
 
 from connectors.connection_flows import UNREADABLE
-from persistence import connections, providers, vault
+from persistence import connections, incoming_webhooks, providers, vault
 from persistence.db import transaction
-from persistence.models import Connection, OAuthState, Provider
+from persistence.models import Connection, Integration, OAuthState, Provider, utcnow
 from server.cli import rotate_keys
 from tests import factories
 from tests.handlers.test_oauth_flow import authorize, callback, returned
@@ -76,6 +76,12 @@ def sealed_secrets() -> tuple[list[Connection], list[Provider], list[OAuthState]
         provider_rows = list(session.exec(select(Provider).where(Provider.oauth_client_secret.is_not(None))).all())
         pending = list(session.exec(select(OAuthState).where(OAuthState.used_at.is_(None))).all())
     return rows, provider_rows, pending
+
+
+def webhook_secret_rows() -> list[Integration]:
+    """Integrations holding a sealed incoming-webhook secret."""
+    with transaction() as session:
+        return list(session.exec(select(Integration).where(Integration.webhook_secret.is_not(None))).all())
 
 
 def key_id_of(token: str) -> str:
@@ -237,13 +243,21 @@ class TestRotateKeys:
         _, redirect = authorize(client, tenant_admin, sandbox_integration)
         assert callback(client, redirect.headers["location"]).status_code == 302
         oauth_credentials = connections.credentials(db_connection(sandbox_integration))
+        with transaction() as session:
+            incoming_webhooks.set_secret(session, tenant_id=uuid.UUID(tenant_admin.tenant_id),
+                                         integration_id=uuid.UUID(integration["id"]), secret="incoming-secret-value",
+                                         now=utcnow())
         rows_before, _, _ = sealed_secrets()
         assert all(key_id_of(row.secret) == original_keyring.newest_id for row in rows_before)
         try:
             changed = rotate_keys(settings.model_copy(update={"hub_encryption_keys": f"{new},{old}"}))
 
             rows, provider_rows, pending = sealed_secrets()
-            assert changed == len(rows) + len(provider_rows) + len(pending) >= 3
+            webhook_rows = webhook_secret_rows()
+            assert changed == len(rows) + len(provider_rows) + len(pending) + len(webhook_rows) >= 4
+            for row in webhook_rows:
+                assert key_id_of(row.webhook_secret) == new_id
+                vault.open_sealed(row.webhook_secret, binding=incoming_webhooks.secret_binding(row))  # opens
             assert vault.keyring().newest_id == new_id
             for row in rows:
                 assert key_id_of(row.secret) == new_id and vault.needs_rotation(row.secret) is False
