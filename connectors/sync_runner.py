@@ -179,6 +179,8 @@ class SyncRunner:
     sleep: Callable[[float], None] = time.sleep
     breakers: Breakers | None = None
     system: Callable[[uuid.UUID], Actor] = field(default=lambda tenant_id: Actor(None, None, tenant_id))
+    # Set by the worker's shutdown: runs in flight give their claim back after the current page.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         if self.breakers is None:
@@ -203,7 +205,8 @@ class SyncRunner:
         """Run one claimed run to its end (or until it must wait); return what happened.
 
         `succeeded`, `failed`, `deferred` (back in the queue: circuit open, long Retry-After),
-        `paused` (the integration was paused: back in the queue after the current page), `lost`
+        `paused` (the integration was paused: back in the queue after the current page),
+        `released` (the worker is stopping: back in the queue after the current page), `lost`
         (another worker holds it now) or `stopped` (`stop_after_pages` pages committed: the run
         keeps its claim and checkpoint exactly as a worker killed at that point would leave it).
         """
@@ -222,6 +225,9 @@ class SyncRunner:
                 if following == "paused":
                     return "paused"
                 request = following
+                if request is not None and self.stopping.is_set():
+                    self._defer(run_id, RunDeferred(0, "the worker is stopping"), counter)
+                    return "released"
                 pages += 1
                 if stop_after_pages is not None and pages >= stop_after_pages and request is not None:
                     return "stopped"

@@ -5,8 +5,9 @@ Runs are rows (`sync_runs`): claimed with a lease like webhook deliveries (`FOR 
 LOCKED` on PostgreSQL), executed by `connectors.sync_runner.SyncRunner` on a bounded pool of
 threads (the provider HTTP client is synchronous), each page committed with its checkpoint. A
 worker killed mid-run loses nothing: the lease runs out and another worker resumes the run from
-its last committed page. `stop()` stops claiming and waits a grace period for the runs in
-flight; one still running after it is left to its lease (and resumed from its checkpoint).
+its last committed page. `stop()` stops claiming; the runs in flight put themselves back in the
+queue after their current page (any worker resumes them from the checkpoint at once), and one
+still busy after the grace period is left to its lease.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class SyncWorker:
     def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop claiming; wait up to `grace` seconds for runs in flight (the rest resume elsewhere on lease expiry)."""
         self._stop.set()
+        self.runner.stopping.set()  # runs in flight hand their claim back after the current page
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=grace)

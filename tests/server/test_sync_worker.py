@@ -56,3 +56,31 @@ def test_run_events_reach_the_sync_channel(client, tenant_admin, synced, connect
         [("sync", "started", run["id"]), ("sync", "succeeded", run["id"])]
     # `records.changed` rides the same channel for tokens that may read records (`list_records`'s scopes).
     assert all(m["data"]["runId"] == run["id"] for m in received if m["type"] == "records")
+
+
+def test_stopping_hands_runs_back_after_their_page(client, tenant_admin, synced, clean_sandbox, settings):
+    from connectors.sandbox.faults import Faults
+
+    clean_sandbox.state.faults.configure(Faults(latency_ms=300))  # five pages of contacts take a while
+    (queued,) = start(client, tenant_admin, synced, entities=["Contact"])
+    worker = SyncWorker(settings.model_copy(update={"sync_poll_seconds": 0.05, "sync_schedule_seconds": 3600}),
+                        name=f"test-stop-{uuid.uuid4().hex[:6]}")
+    worker.start()
+
+    def first_page_committed() -> bool:
+        with transaction() as session:
+            return session.get(SyncRun, uuid.UUID(queued["id"])).pages >= 1
+
+    try:
+        wait_for(first_page_committed, timeout=30, what="the first page")
+    finally:
+        worker.stop(grace=10)
+    with transaction() as session:
+        row = session.get(SyncRun, uuid.UUID(queued["id"]))
+        assert (row.status, row.claimed_by, row.checkpoint is not None) == ("queued", None, True)
+        assert 1 <= row.pages < 5
+    clean_sandbox.state.faults.configure(Faults())
+    assert drain(synced["id"]) == ["succeeded"]  # another worker resumes it at once, from its checkpoint
+    with transaction() as session:
+        row = session.get(SyncRun, uuid.UUID(queued["id"]))
+        assert (row.status, row.pages, row.added) == ("succeeded", 5, 50)
