@@ -465,6 +465,8 @@ class Record(Table, table=True):
     __table_args__ = (
         sa.UniqueConstraint("integration_id", "owner_key", "entity", "external_id", name="uq_records_identity"),
         sa.Index("ix_records_owner_seq", "integration_id", "owner_key", "seq"),
+        # A tenant admin walks every owner's records of an integration in `seq` order.
+        sa.Index("ix_records_integration_seq", "integration_id", "seq"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)

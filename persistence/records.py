@@ -24,6 +24,7 @@ the run checkpoint or the request's audit entry and event.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -66,13 +67,67 @@ class Item:
     deleted: bool = False
 
 
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record row as `upsert` read or wrote it: the `Record` table's columns, without ORM state.
+
+    Read-only; `record_view`, the search index and the event data read it like a `Record`.
+    Times are aware UTC.
+    """
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    integration_id: uuid.UUID
+    owner_key: str
+    user_id: uuid.UUID | None
+    entity: str
+    external_id: str
+    data: dict
+    content_hash: str
+    provider_updated_at: datetime | None
+    first_seen_at: datetime
+    last_modified_at: datetime
+    last_action: str
+    deleted_at: datetime | None
+    seq: int
+    last_seen_run_id: uuid.UUID | None
+
+    def __post_init__(self) -> None:
+        for name in ("provider_updated_at", "first_seen_at", "last_modified_at", "deleted_at"):
+            object.__setattr__(self, name, as_utc(getattr(self, name)))
+
+    def columns(self, *, key: str | None = None) -> dict[str, Any]:
+        """The row as column values (for an INSERT; with `key`, the id under that bind name for an UPDATE)."""
+        values = {name: getattr(self, name) for name in _COLUMNS}
+        if key is not None:
+            values[key] = values.pop("id")
+            for fixed in ("tenant_id", "integration_id", "owner_key", "user_id", "entity", "external_id",
+                          "first_seen_at"):
+                values.pop(fixed)
+        return values
+
+    def changed(self, *, data: dict, digest: str, updated_at: datetime | None, now: datetime, action: str, seq: int,
+                deleted_at: datetime | None, seen_run_id: uuid.UUID | None) -> StoredRecord:
+        """This record after a change: new data and hash, hub time `now`, `action`, `seq`."""
+        return dataclasses.replace(
+            self, data=data, content_hash=digest, provider_updated_at=updated_at or self.provider_updated_at,
+            last_modified_at=now, last_action=action, seq=seq, deleted_at=deleted_at,
+            last_seen_run_id=seen_run_id if seen_run_id is not None else self.last_seen_run_id)
+
+
+_COLUMNS = tuple(field.name for field in dataclasses.fields(StoredRecord))
+
+
 @dataclass
 class Changes:
-    """What one `upsert` or `tombstone_unseen` call did: the changed rows, and how many copies did nothing."""
+    """What one `upsert` or `tombstone_unseen` call did: the changed rows, and how many copies did nothing.
 
-    added: list[Record] = field(default_factory=list)
-    updated: list[Record] = field(default_factory=list)
-    deleted: list[Record] = field(default_factory=list)
+    The rows are `StoredRecord`s from `upsert`, `Record`s from `tombstone_unseen`; read them only.
+    """
+
+    added: list[StoredRecord | Record] = field(default_factory=list)
+    updated: list[StoredRecord | Record] = field(default_factory=list)
+    deleted: list[StoredRecord | Record] = field(default_factory=list)
     unchanged: int = 0
     stale: int = 0
 
@@ -80,7 +135,7 @@ class Changes:
         """`{"added": n, "updated": n, "deleted": n}`, as `records.changed` and sync runs report them."""
         return {"added": len(self.added), "updated": len(self.updated), "deleted": len(self.deleted)}
 
-    def changed(self) -> list[Record]:
+    def changed(self) -> list[StoredRecord | Record]:
         """Every row this call changed (added, then updated, then deleted)."""
         return [*self.added, *self.updated, *self.deleted]
 
@@ -108,7 +163,13 @@ def upsert(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID,
     `persistence.connections.owner_key`), `user_id` that user (None for the tenant's
     connection); `now` the hub time stamped on changes; `seen_run_id` the full-refresh run that
     saw these items (None for other writers). Two copies of one id in `items` count as one:
-    the newer wins. Returns the `Changes`; the rows are flushed, not committed.
+    the newer wins. Returns the `Changes` (rows as `StoredRecord`s); written, not committed.
+
+    The rows are read and written through SQLAlchemy Core (one SELECT, one executemany INSERT,
+    one executemany UPDATE per call), not the ORM: a sync page is written at the ingestion rate
+    the sync issue sets (2,000 records/s), which building ORM objects per record could not keep
+    (scripts/bench --only sync). An ORM `Record` this session loaded before the call is not
+    refreshed by it: read records again after an upsert.
     """
     latest: dict[str, Item] = {}
     for item in items:
@@ -121,24 +182,26 @@ def upsert(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID,
     next_seq = _take_sequence(session, integration_id=integration_id, count=len(latest)) - len(latest)
     stored = _stored(session, tenant_id=tenant_id, integration_id=integration_id, owner_key=owner_key,
                      entity=entity, external_ids=list(latest))
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     seen_unchanged: list[uuid.UUID] = []
     for external_id, item in latest.items():
         row = stored.get(external_id)
         updated_at = as_utc(item.provider_updated_at)
-        digest = content_hash(item.data)
         if row is None:
             if item.deleted:
                 changes.unchanged += 1  # never seen alive: nothing to tombstone
                 continue
             next_seq += 1
-            row = Record(tenant_id=tenant_id, integration_id=integration_id, owner_key=owner_key, user_id=user_id,
-                         entity=entity, external_id=external_id, data=item.data, content_hash=digest,
-                         provider_updated_at=updated_at, first_seen_at=now, last_modified_at=now,
-                         last_action="added", seq=next_seq, last_seen_run_id=seen_run_id)
-            session.add(row)
-            changes.added.append(row)
+            added = StoredRecord(id=uuid.uuid4(), tenant_id=tenant_id, integration_id=integration_id,
+                                 owner_key=owner_key, user_id=user_id, entity=entity, external_id=external_id,
+                                 data=item.data, content_hash=content_hash(item.data), provider_updated_at=updated_at,
+                                 first_seen_at=now, last_modified_at=now, last_action="added", deleted_at=None,
+                                 seq=next_seq, last_seen_run_id=seen_run_id)
+            inserts.append(added.columns())
+            changes.added.append(added)
             continue
-        if _older(updated_at, as_utc(row.provider_updated_at)):
+        if _older(updated_at, row.provider_updated_at):
             changes.stale += 1
             if seen_run_id is not None and row.last_seen_run_id != seen_run_id:
                 seen_unchanged.append(row.id)  # it exists at the provider: not a deletion
@@ -150,27 +213,29 @@ def upsert(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID,
             next_seq += 1
             # The provider's last copy when it sends one (deletedAt, flags), else the stored one.
             data = item.data or row.data
-            _change(row, data=data, digest=content_hash(data), updated_at=updated_at, now=now, action="deleted",
-                    seq=next_seq)
-            row.deleted_at = now
-            changes.deleted.append(row)
-        elif row.deleted_at is None and row.content_hash == digest:
-            changes.unchanged += 1
-            if seen_run_id is not None and row.last_seen_run_id != seen_run_id:
-                seen_unchanged.append(row.id)
-            continue
+            changed = row.changed(data=data, digest=content_hash(data), updated_at=updated_at, now=now,
+                                  action="deleted", seq=next_seq, deleted_at=now, seen_run_id=seen_run_id)
+            changes.deleted.append(changed)
         else:
+            digest = content_hash(item.data)
+            if row.deleted_at is None and row.content_hash == digest:
+                changes.unchanged += 1
+                if seen_run_id is not None and row.last_seen_run_id != seen_run_id:
+                    seen_unchanged.append(row.id)
+                continue
             next_seq += 1
-            _change(row, data=item.data, digest=digest, updated_at=updated_at, now=now, action="updated",
-                    seq=next_seq)
-            row.deleted_at = None
-            changes.updated.append(row)
-        if seen_run_id is not None:
-            row.last_seen_run_id = seen_run_id
+            changed = row.changed(data=item.data, digest=digest, updated_at=updated_at, now=now, action="updated",
+                                  seq=next_seq, deleted_at=None, seen_run_id=seen_run_id)
+            changes.updated.append(changed)
+        updates.append(changed.columns(key="b_id"))
+    table = Record.__table__
+    if inserts:
+        session.execute(table.insert(), inserts)
+    if updates:
+        session.execute(table.update().where(table.c.id == sa.bindparam("b_id")), updates)
     for start in range(0, len(seen_unchanged), _CHUNK):
-        session.execute(sa.update(Record).where(Record.id.in_(seen_unchanged[start:start + _CHUNK]))
-                        .values(last_seen_run_id=seen_run_id).execution_options(synchronize_session=False))
-    session.flush()
+        session.execute(table.update().where(table.c.id.in_(seen_unchanged[start:start + _CHUNK]))
+                        .values(last_seen_run_id=seen_run_id))
     search_index.index_changes(session, tenant_id=tenant_id, integration_id=integration_id, entity=entity,
                                changes=changes)
     return changes
@@ -264,7 +329,7 @@ def count(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID, 
         Record.entity == entity, Record.deleted_at.is_(None))).one()
 
 
-def record_view(row: Record) -> dict[str, Any]:
+def record_view(row: Record | StoredRecord) -> dict[str, Any]:
     """A record as the records API shows it (the contract's `Record`)."""
     return {
         "id": str(row.id),
@@ -310,13 +375,16 @@ def _change(row: Record, *, data: dict, digest: str, updated_at: datetime | None
 
 
 def _stored(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID, owner_key: str, entity: str,
-            external_ids: list[str]) -> dict[str, Record]:
-    found: dict[str, Record] = {}
+            external_ids: list[str]) -> dict[str, StoredRecord]:
+    table = Record.__table__
+    found: dict[str, StoredRecord] = {}
     for start in range(0, len(external_ids), _CHUNK):
-        rows = session.exec(select(Record).where(
-            Record.tenant_id == tenant_id, Record.integration_id == integration_id, Record.owner_key == owner_key,
-            Record.entity == entity, Record.external_id.in_(external_ids[start:start + _CHUNK]))).all()
-        found.update((row.external_id, row) for row in rows)
+        rows = session.execute(sa.select(table).where(
+            table.c.tenant_id == tenant_id, table.c.integration_id == integration_id, table.c.owner_key == owner_key,
+            table.c.entity == entity, table.c.external_id.in_(external_ids[start:start + _CHUNK]))).mappings()
+        for row in rows:
+            stored = StoredRecord(**row)
+            found[stored.external_id] = stored
     return found
 
 

@@ -1,8 +1,9 @@
 """The widgets' read models: an integration's status, its recent activity, a preview of its records.
 
 Seed: the integration API implementation ("Widget Data Endpoints"). Nothing here is a new log:
-activity and the last sync are read from the tenant event log (`events`), the data preview from
-the records store (`records`). Who sees what follows `records.reader_owner_keys`: a tenant admin
+activity is read from the tenant event log (`events`: sync runs' `sync.*` events, connection
+events), the last sync from the sync state and runs (`sync_runs`' tables), the data preview
+from the records store (`records`). Who sees what follows `records.reader_owner_keys`: a tenant admin
 sees the tenant's connection and every user's records; a user only their own connection of a
 user-scoped integration.
 """
@@ -20,7 +21,7 @@ from sqlmodel import Session, select
 
 from persistence import connections, integrations, providers, records
 from persistence.errors import InvalidInput
-from persistence.models import Connection, Event, Integration, Record, utcnow
+from persistence.models import Connection, Event, Integration, Record, SyncRun, SyncState, utcnow
 from persistence.webhooks import timestamp
 
 TIME_RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
@@ -77,15 +78,19 @@ def status(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID,
     integration, _ = integration_for(session, tenant_id=tenant_id, integration_id=integration_id, viewer=viewer)
     own_user = _own_user(viewer)
     connection = connections.find(session, tenant_id=tenant_id, integration_id=integration_id, user_id=own_user)
-    sync_events = _events(session, tenant_id=tenant_id, integration_id=integration_id, types=SYNC_TYPES[1:],
-                          since=None, user_filter=_sync_user_filter(viewer), connection_ids=None, limit=50)
-    last_success = next((event for event in sync_events if event.type == "sync.succeeded"), None)
-    last_failure = sync_events[0] if sync_events and sync_events[0].type == "sync.failed" else None
+    states = select(sa.func.max(SyncState.last_success_at)).where(SyncState.tenant_id == tenant_id,
+                                                                  SyncState.integration_id == integration_id)
+    runs = select(SyncRun).where(SyncRun.tenant_id == tenant_id, SyncRun.integration_id == integration_id,
+                                 SyncRun.status.in_(("succeeded", "failed")))
+    if own_user is not None:
+        states = states.where(SyncState.owner_key == str(own_user))
+        runs = runs.where(SyncRun.owner_key == str(own_user))
+    last_success = session.exec(states).one()
+    last_run = session.exec(runs.order_by(SyncRun.finished_at.desc()).limit(1)).first()
     error = (connection.validation_error if connection is not None else None) or integration.last_error
-    if error is None and last_failure is not None:
-        error = ((last_failure.data.get("error") or {}).get("message") or "The last sync run failed")[:500]
-    return Status(integration=integration, connection=connection, error=error,
-                  last_sync_at=last_success.data.get("finishedAt") if last_success is not None else None)
+    if error is None and last_run is not None and last_run.status == "failed":
+        error = (last_run.error_message or "The last sync run failed")[:500]
+    return Status(integration=integration, connection=connection, error=error, last_sync_at=timestamp(last_success))
 
 
 def activity(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID, viewer: Viewer, time_range: str,

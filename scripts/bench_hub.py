@@ -88,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json", help="where to write the JSON")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench", help="database, logs, scratch")
     parser.add_argument("--keep-db", action="store_true", help="keep the benchmark database afterwards")
-    parser.add_argument("--only", choices=["realtime", "webhooks", "search"],
+    parser.add_argument("--only", choices=["realtime", "webhooks", "search", "sync"],
                         help="run one section alone (realtime: 1,000 WebSocket subscribers; webhooks: delivery "
                              "throughput, latency and the CPU cost of emitting; search: latency at 100k and 1M "
-                             "records and the indexing cost, SQLite and PostgreSQL); writes "
+                             "records and the indexing cost, SQLite and PostgreSQL; sync: full-sync ingestion, "
+                             "incremental cost, the records deep page at 1M, webhook-to-record latency); writes "
                              "build/bench-<section>.json")
     parser.add_argument("--search-sizes", default="100000,1000000",
                         help="search: comma-separated record counts (default 100000,1000000; the 1M loads take "
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         return _webhooks_only(args)
     if args.only == "search":
         return _search_only(args)
+    if args.only == "sync":
+        return _sync_only(args)
     mode_name = "quick" if args.quick else "full"
     mode = MODES[mode_name]
     use_wrk = wrk.available() and not args.no_wrk
@@ -175,6 +178,29 @@ def _webhooks_only(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
     print(webhooks.table(result))
+    print(f"\nWrote {out} in {result['meta']['duration_s']:.0f} s")
+    if not args.keep_db:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{env.db_path}{suffix}").unlink(missing_ok=True)
+    return 0
+
+
+def _sync_only(args: argparse.Namespace) -> int:
+    """`./scripts/bench --only sync`: ingestion rate, incremental cost, records deep page, webhook latency."""
+    from benchlib import sync
+
+    started = time.perf_counter()
+    env = BenchEnv(args.workdir.resolve() / "sync")
+    sizes = ({"accounts": 500, "deep_records": 20_000, "page_samples": 20, "webhook_samples": 10} if args.quick else
+             {"accounts": 5000, "deep_records": 1_000_000, "page_samples": 200, "webhook_samples": 50})
+    result = sync.measure(env, log=log, **sizes)
+    result["meta"] = {"mode": "quick" if args.quick else "full", "cpus": os.cpu_count(), **sizes,
+                      "python": platform.python_version(), "loadavg": _loadavg(),
+                      "duration_s": round(time.perf_counter() - started, 1)}
+    out = args.out if args.out != ROOT / "build" / "bench.json" else ROOT / "build" / "bench-sync.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(sync.table(result))
     print(f"\nWrote {out} in {result['meta']['duration_s']:.0f} s")
     if not args.keep_db:
         for suffix in ("", "-wal", "-shm"):

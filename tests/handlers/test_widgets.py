@@ -186,3 +186,31 @@ class TestUserScoped:
         assert (status.json()["connectionStatus"], status.json()["lastConnectedAt"]) == (None, None)
         activity = client.get(url(personal["id"], "activity"), headers=member.headers)
         assert activity.json() == {"activities": [], "total": 0}
+
+
+class TestAfterASync:
+    def test_status_activity_and_data_show_the_synced_integration(self, client, super_admin, tenant_admin, sandbox):
+        from tests.records_support import connected_integration, data_provider
+        from tests.sync_support import drain
+
+        integration = connected_integration(client, tenant_admin, data_provider(client, super_admin, sandbox))
+        queued = client.post(f"{BASE}/{integration['id']}/sync", json={"entities": ["Contact"]},
+                             headers=tenant_admin.headers)
+        assert queued.status_code == 202, queued.text
+        assert drain(integration["id"]) == ["succeeded"]
+        run = client.get(f"{BASE}/{integration['id']}/sync-runs", headers=tenant_admin.headers).json()["items"][0]
+        contacts = len(sandbox.state.listable("contacts", include_deleted=False))
+
+        status = client.get(url(integration["id"], "status"), headers=tenant_admin.headers).json()
+        assert (status["status"], status["lastSyncAt"], status["error"]) == ("connected", run["finishedAt"], None)
+        activity = client.get(url(integration["id"], "activity"), headers=tenant_admin.headers).json()
+        assert activity["activities"][0] == {
+            "id": activity["activities"][0]["id"], "type": "sync", "status": "success",
+            "timestamp": activity["activities"][0]["timestamp"],
+            "details": {"runId": run["id"], "entity": "Contact", "kind": "full", "trigger": "manual",
+                        "added": contacts, "updated": 0, "deleted": 0, "error": None}}
+        assert [(item["type"], item["status"]) for item in activity["activities"]] == [("sync", "success"),
+                                                                                      ("connect", "success")]
+        data = client.get(url(integration["id"], "data"), params={"entity": "Contact", "limit": 3},
+                          headers=tenant_admin.headers).json()
+        assert (len(data["data"]), data["total"]) == (3, contacts)

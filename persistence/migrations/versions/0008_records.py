@@ -38,6 +38,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('records', schema=None) as batch_op:
         batch_op.create_index('ix_records_owner_seq', ['integration_id', 'owner_key', 'seq'], unique=False)
+        batch_op.create_index('ix_records_integration_seq', ['integration_id', 'seq'], unique=False)
         batch_op.create_index(batch_op.f('ix_records_tenant_id'), ['tenant_id'], unique=False)
 
     op.create_table('record_sequences',
@@ -51,5 +52,6 @@ def downgrade() -> None:
     op.drop_table('record_sequences')
     with op.batch_alter_table('records', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_records_tenant_id'))
+        batch_op.drop_index('ix_records_integration_seq')
         batch_op.drop_index('ix_records_owner_seq')
     op.drop_table('records')
