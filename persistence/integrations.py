@@ -12,7 +12,8 @@ from sqlmodel import Session, select
 
 from persistence import search_index
 from persistence.errors import Conflict, NotFound, PermissionDenied
-from persistence.models import Connection, Integration, OAuthState, Provider, SyncRun, SyncSettings, SyncState, Tenant, utcnow
+from persistence.models import (Connection, IncomingWebhook, Integration, OAuthState, Provider, Record, RecordSequence,
+                               SyncRun, SyncSettings, SyncState, Tenant, utcnow)
 from persistence.pages import Page, contains, ordering, paginate
 
 PLANS = ("free", "starter", "professional", "enterprise")
@@ -117,12 +118,19 @@ def update(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID,
 
 
 def delete(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID) -> Integration:
-    """Delete the integration with its connections (their sealed secrets), pending OAuth states and sync rows."""
+    """Delete the integration with its connections (their sealed secrets), pending OAuth states, sync rows,
+    synced records (and their search documents) and received provider notifications.
+
+    The records go with it: they were read through its connections, and nothing can reach them
+    once it is gone. In the request's transaction, so a very large records store makes this
+    request as long as its DELETE.
+    """
     row = get(session, tenant_id=tenant_id, integration_id=integration_id)
     session.exec(sa.delete(OAuthState).where(OAuthState.integration_id == row.id))
     session.exec(sa.delete(Connection).where(Connection.integration_id == row.id, Connection.tenant_id == tenant_id))
-    for table in (SyncRun, SyncState, SyncSettings):  # its sync runs, per-entity state and settings
+    for table in (SyncRun, SyncState, SyncSettings, Record, IncomingWebhook):
         session.exec(sa.delete(table).where(table.integration_id == row.id, table.tenant_id == tenant_id))
+    session.exec(sa.delete(RecordSequence).where(RecordSequence.integration_id == row.id))
     search_index.drop(session, tenant_id=tenant_id, integration_id=row.id)
     session.delete(row)
     session.flush()

@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from connectors.sync_runner import schedule_due
 from persistence.db import transaction
-from persistence.models import SyncRun, SyncSettings, SyncState, utcnow
+from persistence.models import Record, RecordSequence, SyncRun, SyncSettings, SyncState, utcnow
 from tests import factories
 from tests.sync_support import (
     ACCOUNTS,
@@ -20,6 +20,7 @@ from tests.sync_support import (
     drain,
     runner,
     start,
+    stored,
     sync_provider,
     sync_sandbox,  # noqa: F401 - fixture
     clean_sandbox,  # noqa: F401 - fixture
@@ -212,16 +213,18 @@ class TestScheduler:
 
 
 class TestIntegrationDeleted:
-    def test_deleting_the_integration_deletes_its_sync_rows(self, client, tenant_admin, synced):
+    def test_deleting_the_integration_deletes_its_sync_rows_and_records(self, client, tenant_admin, synced):
         client.patch(url(synced), json={"entities": ["NoneAccount"]}, headers=tenant_admin.headers)
         start(client, tenant_admin, synced)
         drain(synced["id"])
+        assert stored(synced, "NoneAccount")  # the run stored records
         start(client, tenant_admin, synced, fullRefresh=True)  # one still queued
         response = client.delete(f"{BASE}/{synced['id']}", headers=tenant_admin.headers)
         assert response.status_code == 204, response.text
         with transaction() as session:
-            for table in (SyncRun, SyncState, SyncSettings):
+            for table in (SyncRun, SyncState, SyncSettings, Record):
                 assert session.exec(select(table).where(table.integration_id == uuid.UUID(synced["id"]))).all() == []
+            assert session.get(RecordSequence, uuid.UUID(synced["id"])) is None
         error(client.get(url(synced), headers=tenant_admin.headers), 404, "INTEGRATION_NOT_FOUND")
 
 
