@@ -84,7 +84,7 @@ class IncomingWorker:
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="incoming-job")
 
-    def start(self) -> "IncomingWorker":
+    def start(self) -> IncomingWorker:
         """Run the loop on a daemon thread until `stop()`; return self."""
         incoming_webhooks.add_commit_listener(self._wake.set)
         self._thread = threading.Thread(target=self.run, name="incoming-worker", daemon=True)
@@ -113,7 +113,7 @@ class IncomingWorker:
                     last_prune = time.monotonic()
                 if self.process_due():
                     continue  # more may be due: claim again at once
-            except Exception:  # noqa: BLE001 - a database hiccup must not end the worker
+            except Exception:  # a database hiccup must not end the worker
                 logger.exception("incoming webhook worker: a step failed; retrying")
                 self._stop.wait(1.0)
             self._wake.wait(self.settings.worker_poll_seconds)
@@ -149,7 +149,7 @@ class IncomingWorker:
             status = self._settle_error(job, str(retry), retry_at=self.clock() + timedelta(seconds=delay))
         except (Failed, DomainError, DefinitionMismatch) as failure:
             status = self._settle_error(job, f"{type(failure).__name__}: {failure}", retry_at=None)
-        except Exception as error:  # noqa: BLE001 - an unexpected fault fails this row, never the loop
+        except Exception as error:  # an unexpected fault fails this row, never the loop
             logger.exception("incoming webhook %s: unexpected failure", job.id)
             status = self._settle_error(job, f"{type(error).__name__}: {error}", retry_at=self.clock() + timedelta(
                 seconds=self._backoff(job.attempt)))
