@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Any, Callable
 
 from connectors.probe import ProbeResult
-from persistence import connections, providers
+from persistence import connections, providers, records
 from persistence.integrations import IntegrationRow
-from persistence.models import ApiToken, AuditEntry, Connection, Event, Provider, Tenant, User, as_utc
+from persistence.models import ApiToken, AuditEntry, Connection, Event, Provider, Record, Tenant, User, as_utc
 from persistence.pages import Page
+from persistence.widgets import Status as WidgetStatusFacts
 from server import runtime
+from server.errors import ApiError
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -131,20 +134,8 @@ def incoming_webhook_url(integration_id: object) -> str:
 
 
 def connection(row: Connection) -> dict:
-    """Connection: its state and the name of its secret, never the secret."""
-    return {
-        "connectionId": str(row.id),
-        "integrationId": str(row.integration_id),
-        "status": row.status,
-        "authType": row.auth_type,
-        "displayName": row.display_name,
-        "scopes": row.scopes or [],
-        "connectedAt": timestamp(row.connected_at),
-        "lastValidatedAt": timestamp(row.last_validated_at),
-        "validationError": row.validation_error,
-        "expiresAt": timestamp(row.expires_at),
-        "credentialSecretName": connections.secret_name(row),
-    }
+    """Connection: its state and the name of its secret, never the secret (`persistence.connections.view`)."""
+    return connections.view(row)
 
 
 def connected(row: Connection) -> dict:
@@ -233,3 +224,56 @@ def overall_health(items: list[dict]) -> str:
     if not judged or all(h == "healthy" for h in judged):
         return "healthy"
     return "unhealthy" if all(h == "unhealthy" for h in judged) else "degraded"
+
+
+# -- records (issue 14, section 4) -------------------------------------------------------------
+# The records cursor is the last seen record's `seq` (the integration's modification sequence),
+# as `r1:<seq>` in unpadded urlsafe base64: opaque to clients, versioned if it ever changes.
+_RECORD_CURSOR_PREFIX = "r1:"
+
+
+def encode_record_cursor(seq: int) -> str:
+    """Return the cursor that points after the record change numbered `seq`."""
+    return base64.urlsafe_b64encode(f"{_RECORD_CURSOR_PREFIX}{seq}".encode()).decode().rstrip("=")
+
+
+def decode_record_cursor(cursor: str | None) -> int | None:
+    """Return the `seq` a records cursor holds (None for None); ApiError 400 (`details.field: cursor`) otherwise."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if raw.startswith(_RECORD_CURSOR_PREFIX) and raw[len(_RECORD_CURSOR_PREFIX):].isdigit():
+            return int(raw[len(_RECORD_CURSOR_PREFIX):])
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise ApiError(400, "VALIDATION_ERROR", "cursor is not a cursor this API returned", details={"field": "cursor"})
+
+
+def record_page(rows: list, *, has_more: bool, after: int | None) -> dict:
+    """Return `{records, nextCursor, hasMore}`; an empty page keeps the cursor it was asked with (poll with it)."""
+    last = rows[-1].seq if rows else (after or 0)
+    return {"records": [records.record_view(row) for row in rows], "nextCursor": encode_record_cursor(last),
+            "hasMore": has_more}
+
+
+def widget_status(status: WidgetStatusFacts) -> dict:
+    """WidgetStatus: the integration, the caller's connection, the last successful sync and the current error."""
+    connection = status.connection
+    return {
+        "integrationId": str(status.integration.id),
+        "name": status.integration.name,
+        "status": status.integration.status,
+        "connectionStatus": connection.status if connection is not None else None,
+        "lastConnectedAt": timestamp(connection.connected_at if connection is not None
+                                     else status.integration.last_connected_at),
+        "lastSyncAt": status.last_sync_at,
+        "error": status.error,
+    }
+
+
+def record_data(row: Record, fields: list[str] | None) -> dict:
+    """A record's data for the data widget, cut down to the top-level `fields` when given."""
+    if not fields:
+        return row.data
+    return {name: row.data[name] for name in fields if name in row.data}

@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from persistence import integrations, vault
 from persistence.errors import NotFound
-from persistence.models import Connection, Integration, utcnow
+from persistence.models import Connection, Integration, as_utc, utcnow
 
 
 def owner_key(user_id: uuid.UUID | None) -> str:
@@ -209,3 +209,26 @@ def health_rows(session: Session, *, tenant_id: uuid.UUID | None) -> list[tuple[
     if tenant_id is not None:
         stmt = stmt.where(Integration.tenant_id == tenant_id)
     return list(session.exec(stmt).all())
+
+
+# --- Used by background work (sync runs), which cannot reach the handlers' views -------------
+
+
+def view(row: Connection) -> dict[str, Any]:
+    """Connection as the API shows it (`handlers.views.connection` answers this): never the secret."""
+    def stamp(value: datetime | None) -> str | None:
+        return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
+
+    return {
+        "connectionId": str(row.id),
+        "integrationId": str(row.integration_id),
+        "status": row.status,
+        "authType": row.auth_type,
+        "displayName": row.display_name,
+        "scopes": row.scopes or [],
+        "connectedAt": stamp(row.connected_at),
+        "lastValidatedAt": stamp(row.last_validated_at),
+        "validationError": row.validation_error,
+        "expiresAt": stamp(row.expires_at),
+        "credentialSecretName": secret_name(row),
+    }

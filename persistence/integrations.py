@@ -10,8 +10,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from persistence import search_index
 from persistence.errors import Conflict, NotFound, PermissionDenied
-from persistence.models import Connection, Integration, OAuthState, Provider, Tenant, utcnow
+from persistence.models import Connection, Integration, OAuthState, Provider, SyncRun, SyncSettings, SyncState, Tenant, utcnow
 from persistence.pages import Page, contains, ordering, paginate
 
 PLANS = ("free", "starter", "professional", "enterprise")
@@ -104,19 +105,25 @@ def update(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID,
     row = get(session, tenant_id=tenant_id, integration_id=integration_id)
     if "name" in fields and fields["name"] != row.name:
         _ensure_name_free(session, tenant_id=tenant_id, name=fields["name"])
+    search_before = (row.search_enabled, list(row.searchable_entities or ()))
     for key, value in fields.items():
         setattr(row, key, value)
     row.updated_at = utcnow()
     session.add(row)
     session.flush()
+    if (row.search_enabled, list(row.searchable_entities or ())) != search_before:
+        search_index.reindex(session, tenant_id=tenant_id, integration_id=integration_id)
     return row
 
 
 def delete(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID) -> Integration:
-    """Delete the integration with its connections (their sealed secrets) and pending OAuth states."""
+    """Delete the integration with its connections (their sealed secrets), pending OAuth states and sync rows."""
     row = get(session, tenant_id=tenant_id, integration_id=integration_id)
     session.exec(sa.delete(OAuthState).where(OAuthState.integration_id == row.id))
     session.exec(sa.delete(Connection).where(Connection.integration_id == row.id, Connection.tenant_id == tenant_id))
+    for table in (SyncRun, SyncState, SyncSettings):  # its sync runs, per-entity state and settings
+        session.exec(sa.delete(table).where(table.integration_id == row.id, table.tenant_id == tenant_id))
+    search_index.drop(session, tenant_id=tenant_id, integration_id=row.id)
     session.delete(row)
     session.flush()
     return row

@@ -494,6 +494,103 @@ class RecordSequence(Table, table=True):
     value: int = Field(default=0, sa_type=sa.BigInteger())
 
 
+# --- Sync runs (issue 14 section 3; migration 0009) -----------------------------------------
+
+
+class SyncSettings(Table, table=True):
+    """An integration's sync settings; no row means the defaults (scheduled runs off, every entity, hourly).
+
+    `entities` empty means every entity of the provider with a sync definition. `paused` stops
+    claiming and scheduling (a running run stops after its current page and resumes from it).
+    """
+
+    __tablename__ = "sync_settings"
+
+    integration_id: uuid.UUID = Field(foreign_key="integrations.id", primary_key=True)
+    tenant_id: uuid.UUID = Field(foreign_key="tenants.id", index=True)
+    enabled: bool = False
+    entities: list = _json()
+    frequency_seconds: int = 3600
+    paused: bool = False
+    paused_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class SyncState(Table, table=True):
+    """Where one entity of one connection (`owner_key`: "tenant" or the user id) stands between runs.
+
+    `watermark` is the newest provider `updatedAt` a successful run stored (the next incremental
+    run's changed-since value); `last_full_at` when a full refresh last completed (the scheduler
+    forces one every 24 h); `next_run_at` when the scheduler queues the next run.
+    """
+
+    __tablename__ = "sync_states"
+    __table_args__ = (sa.UniqueConstraint("integration_id", "owner_key", "entity", name="uq_sync_states_entity"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    tenant_id: uuid.UUID = Field(foreign_key="tenants.id", index=True)
+    integration_id: uuid.UUID = Field(foreign_key="integrations.id")
+    owner_key: str = Field(max_length=40)
+    user_id: Optional[uuid.UUID] = Field(default=None)
+    entity: str = Field(max_length=100)
+    watermark: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    last_run_id: Optional[uuid.UUID] = Field(default=None)
+    last_success_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    last_full_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    next_run_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class SyncRun(Table, table=True):
+    """One run of one entity for one connection: queued, running, succeeded or failed.
+
+    The outbox row of a sync: a worker claims it with a lease (`claimed_until`), pages through
+    the provider and commits each page with `checkpoint` (the next page request `{url, params}`),
+    so a run whose worker died resumes from its last committed page. `active_key`
+    (`<owner_key>:<entity>` while queued or running, else NULL) is unique per integration: one
+    live run per entity. `since` is the changed-since value of an incremental run; `max_seen`
+    the newest provider `updatedAt` stored so far (the next watermark). `changed_ids` holds the
+    first 100 changed records' ids for `records.changed`.
+    """
+
+    __tablename__ = "sync_runs"
+    __table_args__ = (
+        sa.UniqueConstraint("integration_id", "active_key", name="uq_sync_runs_active"),
+        sa.Index("ix_sync_runs_due", "status", "next_attempt_at"),
+        sa.Index("ix_sync_runs_list", "tenant_id", "integration_id", "queued_at", "id"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    tenant_id: uuid.UUID = Field(foreign_key="tenants.id")
+    integration_id: uuid.UUID = Field(foreign_key="integrations.id")
+    owner_key: str = Field(max_length=40)
+    user_id: Optional[uuid.UUID] = Field(default=None)
+    entity: str = Field(max_length=100)
+    kind: str = Field(max_length=12)
+    trigger: str = Field(max_length=12)
+    status: str = Field(default="queued", max_length=12)
+    active_key: Optional[str] = Field(default=None, max_length=150)
+    since: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    max_seen: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    checkpoint: Optional[dict] = Field(default=None, sa_type=sa.JSON)
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+    pages: int = 0
+    requests: int = 0
+    changed_ids: list = _json()
+    error_type: Optional[str] = Field(default=None, max_length=30)
+    error_message: Optional[str] = Field(default=None, max_length=500)
+    claims: int = 0
+    next_attempt_at: datetime = _ts()
+    claimed_until: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    claimed_by: Optional[str] = Field(default=None, max_length=100)
+    queued_at: datetime = _ts()
+    started_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    finished_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    updated_at: datetime = _ts()
 class IncomingWebhook(Table, table=True):
     """A verified notification a provider POSTed to an integration: the replay guard and the work's outbox row.
 
@@ -526,3 +623,28 @@ class IncomingWebhook(Table, table=True):
     claimed_until: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
     claimed_by: Optional[str] = Field(default=None, max_length=100)
     finished_at: Optional[datetime] = Field(default=None, sa_type=sa.DateTime(timezone=True))
+
+
+class SearchDocument(Table, table=True):
+    """The searchable text of one live record (the search index; issue 15). Written only by
+    `persistence.search_index`, in the transaction that changes the record.
+
+    `title` is the entity's `titleField` value, `body` its `searchableFields` values, as the
+    provider sent them (snippets show them). The full-text structures over them are outside the
+    models because each database has its own (made by migration 0011): on SQLite the FTS5 table
+    `search_fts` (external content: this table, `rowid` = `id`, kept in step by triggers); on
+    PostgreSQL the weighted `tsvector` column `search_vector` with its GIN index.
+    `id` is an INTEGER primary key so that SQLite uses it as the rowid FTS5 points at.
+    """
+
+    __tablename__ = "search_documents"
+    __table_args__ = (sa.Index("ix_search_documents_scope", "tenant_id", "integration_id", "owner_key", "entity"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    record_id: uuid.UUID = Field(unique=True, index=True)
+    tenant_id: uuid.UUID = Field()
+    integration_id: uuid.UUID = Field()
+    owner_key: str = Field(max_length=40)
+    entity: str = Field(max_length=100)
+    title: str = Field(default="", sa_type=sa.Text())
+    body: str = Field(default="", sa_type=sa.Text())

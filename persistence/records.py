@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,8 +37,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
-from persistence.errors import NotFound
-from persistence.models import Record, RecordSequence, as_utc
+from persistence import search_index
+from persistence.connections import owner_key
+from persistence.errors import InvalidInput, NotFound, PermissionDenied
+from persistence.models import Integration, Record, RecordSequence, as_utc
 from persistence.webhooks import timestamp
 
 ACTIONS = ("added", "updated", "deleted")
@@ -168,6 +171,8 @@ def upsert(session: Session, *, tenant_id: uuid.UUID, integration_id: uuid.UUID,
         session.execute(sa.update(Record).where(Record.id.in_(seen_unchanged[start:start + _CHUNK]))
                         .values(last_seen_run_id=seen_run_id).execution_options(synchronize_session=False))
     session.flush()
+    search_index.index_changes(session, tenant_id=tenant_id, integration_id=integration_id, entity=entity,
+                               changes=changes)
     return changes
 
 
@@ -193,6 +198,8 @@ def tombstone_unseen(session: Session, *, tenant_id: uuid.UUID, integration_id: 
         row.deleted_at = now
         changes.deleted.append(row)
     session.flush()
+    search_index.index_changes(session, tenant_id=tenant_id, integration_id=integration_id, entity=entity,
+                               changes=changes)
     return changes
 
 
@@ -320,3 +327,61 @@ def _take_sequence(session: Session, *, integration_id: uuid.UUID, count: int) -
                     .on_conflict_do_nothing(index_elements=["integration_id"]))
     return session.execute(sa.update(RecordSequence).where(RecordSequence.integration_id == integration_id)
                            .values(value=RecordSequence.value + count).returning(RecordSequence.value)).scalar_one()
+
+
+def reader_owner_keys(integration: Integration, *, role: str, user_id: uuid.UUID | None,
+                      requested_user_id: uuid.UUID | None = None) -> list[str] | None:
+    """Whose records of `integration` a caller may read (records API, search, widgets share this rule).
+
+    A tenant admin reads every owner's records (None), or one user's when `requested_user_id`
+    is given. A plain user reaches only user-scoped integrations, and there only the records of
+    their own connection; a tenant-level integration answers NotFound to them (as an unknown id
+    would), and asking for another user's records raises PermissionDenied. Seed: the integration
+    API's "Permission Checks" (user scoping check).
+    """
+    if role == "tenant_admin":
+        return None if requested_user_id is None else [owner_key(requested_user_id)]
+    if not integration.user_scoped:
+        raise NotFound("integration", integration.id, code="INTEGRATION_NOT_FOUND")
+    if requested_user_id is not None and requested_user_id != user_id:
+        raise PermissionDenied("A user reads only the records of their own connection",
+                               details={"field": "userId"})
+    return [owner_key(user_id)]
+
+
+MAX_DATA_FILTERS = 10
+_FILTER_FIELD = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,4}$")
+
+
+def data_filter_clauses(filters: Mapping[str, Any]) -> list[Any]:
+    """SQL clauses keeping the records whose `data` has each field equal to the given value.
+
+    `filters` maps a field (a dotted path of at most 5 names: `address.city`) to a string,
+    number, boolean or null; at most `MAX_DATA_FILTERS`. Raises InvalidInput (field `filters`)
+    for anything else (nested objects or arrays as values, bad field names): the widgets' and
+    search's `filters`/`customFilters` share this check. The same filters select the same rows
+    on SQLite (`json_extract`) and PostgreSQL (`->>`).
+    """
+    if not isinstance(filters, Mapping):
+        raise InvalidInput("filters must be a JSON object of field equalities", details={"field": "filters"})
+    if len(filters) > MAX_DATA_FILTERS:
+        raise InvalidInput(f"At most {MAX_DATA_FILTERS} filters", details={"field": "filters"})
+    clauses = []
+    for name, value in filters.items():
+        if not isinstance(name, str) or not _FILTER_FIELD.match(name):
+            raise InvalidInput("A filter field is a dotted path of letters, digits, '_' and '-' (at most 5 names)",
+                               details={"field": "filters"})
+        path = tuple(name.split("."))
+        element = Record.data[path] if len(path) > 1 else Record.data[name]
+        if value is None:
+            clauses.append(sa.or_(element.as_string().is_(None), element.as_string() == "null"))
+        elif isinstance(value, bool):
+            clauses.append(element.as_boolean() == value)
+        elif isinstance(value, (int, float)):
+            clauses.append(element.as_float() == float(value))
+        elif isinstance(value, str) and len(value) <= 1000 and "\x00" not in value:
+            clauses.append(element.as_string() == value)
+        else:
+            raise InvalidInput(f"filters.{name}: a filter value is a string (at most 1000 characters), a number, "
+                               "a boolean or null", details={"field": "filters"})
+    return clauses

@@ -88,14 +88,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json", help="where to write the JSON")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench", help="database, logs, scratch")
     parser.add_argument("--keep-db", action="store_true", help="keep the benchmark database afterwards")
-    parser.add_argument("--only", choices=["realtime", "webhooks"],
+    parser.add_argument("--only", choices=["realtime", "webhooks", "search"],
                         help="run one section alone (realtime: 1,000 WebSocket subscribers; webhooks: delivery "
-                             "throughput, latency and the CPU cost of emitting); writes build/bench-<section>.json")
+                             "throughput, latency and the CPU cost of emitting; search: latency at 100k and 1M "
+                             "records and the indexing cost, SQLite and PostgreSQL); writes "
+                             "build/bench-<section>.json")
+    parser.add_argument("--search-sizes", default="100000,1000000",
+                        help="search: comma-separated record counts (default 100000,1000000; the 1M loads take "
+                             "minutes: pass 100000 alone for a shorter run)")
+    parser.add_argument("--pg-url", help="search: an empty PostgreSQL database to use (default: a throwaway cluster)")
+    parser.add_argument("--no-postgres", action="store_true", help="search: SQLite only")
     args = parser.parse_args(argv)
     if args.only == "realtime":
         return _realtime_only(args)
     if args.only == "webhooks":
         return _webhooks_only(args)
+    if args.only == "search":
+        return _search_only(args)
     mode_name = "quick" if args.quick else "full"
     mode = MODES[mode_name]
     use_wrk = wrk.available() and not args.no_wrk
@@ -170,6 +179,27 @@ def _webhooks_only(args: argparse.Namespace) -> int:
     if not args.keep_db:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{env.db_path}{suffix}").unlink(missing_ok=True)
+    return 0
+
+
+def _search_only(args: argparse.Namespace) -> int:
+    """`./scripts/bench --only search`: search latency by database and size, and the indexing cost."""
+    from benchlib import search
+
+    started = time.perf_counter()
+    sizes = (2_000, 10_000) if args.quick else tuple(sorted(int(size) for size in args.search_sizes.split(",")))
+    samples, pages = (5, 4) if args.quick else (40, 40)
+    results = search.measure(args.workdir.resolve() / "search", sizes=sizes, samples=samples, cost_pages=pages,
+                             pg_url=args.pg_url, postgres=not args.no_postgres, log=log)
+    checks = search.targets(results)
+    document = {"meta": {"mode": "quick" if args.quick else "full", "sizes": sizes, "samples": samples,
+                         "cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_end": _loadavg(),
+                         "duration_s": round(time.perf_counter() - started, 1)}, **results, "targets": checks}
+    out = args.out if args.out != ROOT / "build" / "bench.json" else ROOT / "build" / "bench-search.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=2, default=str))
+    print(search.table(results, checks))
+    print(f"\nWrote {out} in {document['meta']['duration_s']:.0f} s")
     return 0
 
 

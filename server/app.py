@@ -142,7 +142,14 @@ def route_table(*served: tuple[str, dict[str, Any]]) -> list[tuple[re.Pattern, t
             methods = [m.upper() for m in HTTP_METHODS if m in item]
             if "GET" in methods:
                 methods.append("HEAD")
-            pattern = re.compile(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(base + path)))
+            # A `format: path` parameter (the proxy's provider path) spans segments, as Connexion routes it.
+            tails = {param.get("name") for op in item.values() if isinstance(op, dict)
+                     for param in op.get("parameters", []) if isinstance(param, dict)
+                     and (param.get("schema") or {}).get("format") == "path"}
+            regex = re.escape(base + path)
+            for name in tails:
+                regex = regex.replace(re.escape("{" + name + "}"), ".+")
+            pattern = re.compile(re.sub(r"\\{[^/]+?\\}", "[^/]+", regex))
             table.append((pattern, tuple(sorted(methods))))
     return table
 

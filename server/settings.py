@@ -80,6 +80,17 @@ class Settings(BaseSettings):
     webhook_lease_seconds: float = Field(default=60.0, alias="HUB_WEBHOOK_LEASE_SECONDS", gt=0, le=3600)
     worker_concurrency: int = Field(default=16, alias="HUB_WORKER_CONCURRENCY", ge=1, le=1000)
     worker_poll_seconds: float = Field(default=0.05, alias="HUB_WORKER_POLL_INTERVAL", gt=0, le=60)
+    # Sync runs (README "Data: sync, records, proxy, incoming webhooks"): threads, lease, schedule, retries, breaker.
+    sync_concurrency: int = Field(default=4, alias="HUB_SYNC_CONCURRENCY", ge=1, le=256)
+    sync_lease_seconds: float = Field(default=300.0, alias="HUB_SYNC_LEASE_SECONDS", gt=0, le=3600)
+    sync_poll_seconds: float = Field(default=1.0, alias="HUB_SYNC_POLL_INTERVAL", gt=0, le=60)
+    sync_schedule_seconds: float = Field(default=15.0, alias="HUB_SYNC_SCHEDULE_INTERVAL", gt=0, le=3600)
+    sync_retry_attempts: int = Field(default=5, alias="HUB_SYNC_RETRY_ATTEMPTS", ge=1, le=20)
+    sync_backoff_seconds: float = Field(default=0.5, alias="HUB_SYNC_BACKOFF_SECONDS", ge=0, le=60)
+    sync_max_backoff_seconds: float = Field(default=30.0, alias="HUB_SYNC_MAX_BACKOFF_SECONDS", ge=0, le=600)
+    sync_max_retry_after_seconds: float = Field(default=60.0, alias="HUB_SYNC_MAX_RETRY_AFTER_SECONDS", ge=0, le=3600)
+    sync_breaker_failures: int = Field(default=5, alias="HUB_SYNC_BREAKER_FAILURES", ge=1, le=1000)
+    sync_breaker_reset_seconds: float = Field(default=60.0, alias="HUB_SYNC_BREAKER_RESET_SECONDS", gt=0, le=3600)
 
     @field_validator("jwt_secret")
     @classmethod

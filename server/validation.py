@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import typing as t
+from urllib.parse import parse_qsl
 
 import jsonschema_rs
 from connexion.datastructures import MediaTypeDict
@@ -125,17 +126,39 @@ class StrictJSONRequestBodyValidator(JSONRequestBodyValidator):
             raise schema_error(exc, field) from None
 
 
+PASSTHROUGH = "passthrough"
+
+
+def mark_passthrough(scope: t.MutableMapping[str, t.Any]) -> None:
+    """Mark the request's answer as another system's, passed through as it is (the proxy).
+
+    Its body is the provider's, not one of the hub's schemas (a provider 404 is not the hub's
+    error envelope), so response validation leaves it alone.
+    """
+    scope.setdefault("state", {})[PASSTHROUGH] = True
+
+
 class CompiledJSONResponseBodyValidator(JSONResponseBodyValidator):
     """Connexion's JSON response validator, skipping the pure-Python run for a valid body.
 
     An invalid body still goes through Connexion's validation, which raises the same
-    NonConformingResponseBody (same detail, same log line) as before.
+    NonConformingResponseBody (same detail, same log line) as before. A passed-through answer
+    (`mark_passthrough`) is not validated.
     """
 
     def _validate(self, body: t.Any) -> None:
+        if (self._scope.get("state") or {}).get(PASSTHROUGH):
+            return None
         if passes_compiled(self._schema, body, mode="response"):
             return None
         return super()._validate(body)
+
+
+def _free_form_query(param: dict) -> bool:
+    """True for an OpenAPI 3.0 free-form query object (`style: form`, `explode: true`, additionalProperties)."""
+    schema = param.get("schema") or {}
+    return (param.get("in") == "query" and schema.get("type") == "object" and param.get("style", "form") == "form"
+            and param.get("explode", True) and schema.get("additionalProperties") not in (None, False))
 
 
 class CachedParameterValidator(ParameterValidator):
@@ -145,6 +168,31 @@ class CachedParameterValidator(ParameterValidator):
     for it on every request; validating never changes the schema, so the validator is built once
     per parameter definition (same class, same format checker, so the same verdicts and messages).
     """
+
+    def validate_query_parameter_list(self, request, security_params=None):
+        """Return the undeclared query parameters, none when a free-form object takes them all.
+
+        OpenAPI 3.0 serializes a `style: form, explode: true` object parameter as one query
+        parameter per property, so with `additionalProperties` every name is declared (the
+        proxy forwards the caller's query this way); Connexion's strict check does not know it.
+        """
+        free_form = [param for param in self.parameters.get("query", []) if _free_form_query(param)]
+        if not free_form:
+            return super().validate_query_parameter_list(request, security_params)
+        schema = free_form[0]["schema"]
+        items = parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        if len(items) > schema.get("maxProperties", len(items)):
+            raise ApiError(400, "VALIDATION_ERROR", f"{free_form[0]['name']}: at most {schema['maxProperties']} query parameters",
+                           details={"field": free_form[0]["name"], "rule": "maxProperties", "in": "query"})
+        limit = (schema["additionalProperties"] or {}).get("maxLength") if isinstance(schema["additionalProperties"], dict) else None
+        for name, value in items:
+            if limit is not None and (len(value) > limit or len(name) > limit):
+                raise ApiError(400, "VALIDATION_ERROR", f"{name}: must be at most {limit} characters long",
+                               details={"field": name, "rule": "maxLength", "in": "query"})
+            if "\x00" in name or "\x00" in value:
+                raise ApiError(400, "VALIDATION_ERROR", f"{name}: must not contain NUL characters",
+                               details={"field": name, "rule": "noNul", "in": "query"})
+        return set()
 
     @staticmethod
     def validate_parameter(parameter_type: str, value: t.Any, param: dict, param_name: str | None = None) -> None:

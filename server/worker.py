@@ -33,6 +33,7 @@ from persistence.models import utcnow
 from server import incoming_worker
 from server.observability import WEBHOOK_ATTEMPT_DURATION, WEBHOOK_ATTEMPTS, observe_backlog
 from server.settings import Settings
+from server.sync_worker import SyncWorker
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,8 @@ class Worker:
         if self._stopping:
             self._stop.set()
         watcher = asyncio.create_task(stopper())
+        sync = SyncWorker(self.settings, name=self.name, clock=self.clock)  # sync runs: their own threads
+        sync.start()
         logger.info("webhook worker %s started (concurrency %d)", self.name, self.concurrency)
         async with self._sender() as sender:
             while not self._stop.is_set():
@@ -173,6 +176,7 @@ class Worker:
                 if in_flight and len(in_flight) >= self.concurrency:
                     await asyncio.sleep(0.002)  # let a few more finish: one transaction records them all
             await self._shutdown(in_flight, finished)
+        await asyncio.get_running_loop().run_in_executor(None, sync.stop)
         watcher.cancel()
         logger.info("webhook worker %s stopped", self.name)
 

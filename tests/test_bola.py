@@ -30,14 +30,16 @@ from tests.handlers.test_tenant_integrations import (
 )
 
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")
-INTEGRATION_PATHS = ("/tenant/integrations/{id}", "/user/integrations/{id}")
+INTEGRATION_PATHS = ("/tenant/integrations/{id}", "/user/integrations/{id}", "/integrations/{id}/")
 USER_PATHS = ("/tenant/users/{userId}",)
 # What the walk must find at least (it finds new operations by itself).
 KNOWN_INTEGRATION_OPERATIONS = {
     "get_tenant_integration", "update_tenant_integration", "delete_tenant_integration",
     "activate_tenant_integration", "deactivate_tenant_integration", "start_oauth_connection", "connect_api_key",
     "connect_basic", "connect_custom", "get_connection", "test_connection", "disconnect", "update_credentials",
-    "start_user_oauth_connection", "get_user_connection", "disconnect_user_connection",
+    "start_user_oauth_connection", "get_user_connection", "disconnect_user_connection", "search_integration",
+    "list_records", "create_record", "get_record", "update_record", "delete_record",
+    "proxy_get", "proxy_post", "proxy_put", "proxy_patch", "proxy_delete",
 }
 KNOWN_USER_OPERATIONS = {"get_user", "update_user", "delete_user"}
 
@@ -93,10 +95,18 @@ def snapshot_user(user_id: str) -> dict:
         }
 
 
+def required_query(operation: dict) -> dict:
+    """The operation's required query parameters at their examples: an attacker sends a valid request."""
+    return {param["name"]: param.get("example", param["schema"].get("example"))
+            for param in operation.get("parameters", []) if param.get("in") == "query" and param.get("required")}
+
+
 def call(client, method: str, path: str, operation: dict, caller: factories.Account, **ids: str):
+    # Ids below the integration (a record, a proxied provider path) are made up: the integration answers first.
+    ids = {"recordId": str(uuid.uuid4()), "path": "me", **ids}
     url = "/api/v1" + path.format(**ids)
-    return client.request(method.upper(), url, json=example_body(operation), headers=caller.headers,
-                          follow_redirects=False)
+    return client.request(method.upper(), url, json=example_body(operation), params=required_query(operation),
+                          headers=caller.headers, follow_redirects=False)
 
 
 @pytest.fixture

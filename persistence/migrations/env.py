@@ -7,6 +7,7 @@ from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
 import persistence.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from persistence.search_index import in_models
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -30,6 +31,7 @@ def _run(connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=in_models,  # the search index's engine-specific objects live outside the models
     )
     with context.begin_transaction():
         context.run_migrations()

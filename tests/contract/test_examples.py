@@ -237,6 +237,41 @@ class World:
         assert done.status_code == 302 and "status=connected" in done.headers["location"], done.headers
         return member, integration
 
+    def data_connected(self, admin: factories.Account) -> dict:
+        """An integration of the sandbox with its sync and write definitions, connected with an API key."""
+        from tests.records_support import sandbox_entities
+
+        fields = factories.sandbox_provider_fields(self.sandbox.base_url, authType="api_key", oauthConfig=None,
+                                                   availableEntities=sandbox_entities(self.sandbox.base_url))
+        provider = factories.create_provider(self.client, self.super_admin, **fields)
+        integration = factories.enable_integration(self.client, admin, provider["id"])
+        response = self.client.post(f"/api/v1/tenant/integrations/{integration['id']}/connect/api-key",
+                                    json={"apiKey": "sandbox-api-key"}, headers=admin.headers)
+        assert response.status_code == 200, response.text
+        return integration
+
+    def record(self, admin: factories.Account, integration: dict) -> dict:
+        """A record written through to the sandbox (an account)."""
+        response = self.client.post(f"/api/v1/tenant/integrations/{integration['id']}/records",
+                                    json={"entity": "Account", "data": {"name": factories.unique("Replay ")}},
+                                    headers=admin.headers)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def echo_connected(self, admin: factories.Account) -> dict:
+        """An integration of a provider that answers 200 to every request (tests/echo_provider.py), API key."""
+        from tests.echo_provider import EchoProvider
+
+        if getattr(self, "_echo", None) is None:
+            self._echo = EchoProvider().start()
+        provider = factories.create_provider(self.client, self.super_admin, apiBaseUrl=self._echo.base_url,
+                                             testRequest={"method": "GET", "path": "/me", "expectedStatus": 200})
+        integration = factories.enable_integration(self.client, admin, provider["id"])
+        response = self.client.post(f"/api/v1/tenant/integrations/{integration['id']}/connect/api-key",
+                                    json={"apiKey": "echo-key"}, headers=admin.headers)
+        assert response.status_code == 200, response.text
+        return integration
+
     def incoming_integration(self, admin: factories.Account) -> dict:
         """An integration of a provider declaring the sandbox's incoming-webhook verification."""
         from persistence import bootstrap
@@ -369,6 +404,19 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         admin = w.admin()
         return Replay(admin, path={"eventId": w.event_id(admin)})
 
+    def record_item(body=None):
+        def recipe():
+            admin = w.admin()
+            integration = w.data_connected(admin)
+            record = w.record(admin, integration)
+            based = (lambda example: {**example, "lastModifiedAt": record["metadata"]["lastModifiedAt"]}) if body else \
+                (lambda example: example)
+            return Replay(admin, path={"id": integration["id"], "recordId": record["id"]}, body=based)
+        return recipe
+
+    def proxied():
+        admin = w.admin()
+        return Replay(admin, path={"id": w.echo_connected(admin)["id"], "path": "things"})  # one segment: openapi-core matches no slash in a path parameter
     def incoming_webhook():
         from connectors.sandbox.notify import sign
 
@@ -386,6 +434,28 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
             admin = w.admin()
             return Replay(admin, path=integration_of(admin, auth_type=auth_type))
         return recipe
+
+    def syncable(connected: bool):
+        # A provider whose entities declare sync (the bundled sandbox CRM's Account and Contact),
+        # connected by API key when the operation needs a connection (queuing runs does).
+        def recipe():
+            from persistence import bootstrap
+
+            admin = w.admin()
+            entities = bootstrap.sandbox_documents(w.sandbox.base_url, client_id="c", client_secret="s")[0]["availableEntities"]
+            fields = factories.sandbox_provider_fields(w.sandbox.base_url, authType="api_key", oauthConfig=None,
+                                                       availableEntities=entities)
+            integration = factories.enable_integration(w.client, admin, factories.create_provider(w.client, sa, **fields)["id"])
+            if connected:
+                response = w.client.post(f"/api/v1/tenant/integrations/{integration['id']}/connect/api-key",
+                                         json={"apiKey": "sandbox-api-key"}, headers=admin.headers)
+                assert response.status_code == 200, response.text
+            return Replay(admin, path={"id": integration["id"]})
+        return recipe
+
+    def searchable_integration():
+        admin = w.admin()
+        return Replay(admin, path=integration_of(admin, auth_type="api_key", searchEnabled=True))
 
     return {
         # auth
@@ -463,9 +533,35 @@ def _recipes(world: World, doc: dict) -> dict[str, Callable[[], Replay]]:
         "resend_webhook_message": webhook_endpoint(event=True),
         "recover_webhook_messages": webhook_endpoint(),
         "send_webhook_test": webhook_endpoint(),
+        # sync
+        "get_sync_status": syncable(connected=False),
+        "update_sync_settings": syncable(connected=False),
+        "start_sync": syncable(connected=True),
+        "pause_sync": syncable(connected=False),
+        "resume_sync": syncable(connected=False),
+        "list_sync_runs": syncable(connected=False),
+        # records
+        "list_records": with_integration("oauth2"),
+        "create_record": lambda: Replay((admin := w.admin()), path={"id": w.data_connected(admin)["id"]}),
+        "get_record": record_item(),
+        "update_record": record_item(body=True),
+        "delete_record": record_item(),
+        # proxy
+        "proxy_get": proxied,
+        "proxy_post": proxied,
+        "proxy_put": proxied,
+        "proxy_patch": proxied,
+        "proxy_delete": proxied,
         # incoming webhooks
         "receive_incoming_webhook": incoming_webhook,
         "set_incoming_webhook_secret": lambda: Replay((admin := w.admin()), path={"id": w.incoming_integration(admin)["id"]}),
+        # search
+        "search_integrations": as_admin(),
+        "search_integration": searchable_integration,
+        # widgets
+        "get_widget_status": with_integration("api_key"),
+        "get_widget_activity": with_integration("api_key"),
+        "get_widget_data": with_integration("api_key"),
         # index (both documents)
         "get_api_index": lambda: Replay(),
         "get_root_index": lambda: Replay(),

@@ -427,7 +427,8 @@ class TestListEventTypes:
                     "connection.expired", "connection.failed", "connection.credentials_updated",
                     "connection.tested", "user.created", "user.updated", "user.deleted", "api_token.created",
                     "api_token.revoked", "tenant.updated", "webhook_endpoint.created", "webhook_endpoint.updated",
-                    "webhook_endpoint.deleted", "webhook_endpoint.disabled", "webhook.test", "records.changed"}
+                    "webhook_endpoint.deleted", "webhook_endpoint.disabled", "webhook.test", "records.changed",
+                    "sync.started", "sync.succeeded", "sync.failed", "sync.settings_updated"}
         assert {item["name"] for item in listed} == required
 
     def test_a_member_may_not_list_them(self, client, member):

@@ -175,3 +175,55 @@ def test_a_reader_walking_the_cursor_while_writers_commit_never_misses_a_change(
     assert seen == {f"w{w}-{n}" for w in range(writers) for n in range(per_writer)}
     seqs = [row.seq for row in store.rows().values()]
     assert len(set(seqs)) == len(seqs)
+
+
+def test_who_reads_whose_records():
+    """Tenant admins read every owner (or one user); a user only their own connection of a user-scoped integration."""
+    import pytest
+
+    from persistence.errors import NotFound, PermissionDenied
+    from persistence.models import Integration
+
+    me, other = uuid.uuid4(), uuid.uuid4()
+    shared = Integration(tenant_id=uuid.uuid4(), provider_id=uuid.uuid4(), name="CRM", user_scoped=False)
+    personal = Integration(tenant_id=shared.tenant_id, provider_id=uuid.uuid4(), name="Mail", user_scoped=True)
+    assert records.reader_owner_keys(shared, role="tenant_admin", user_id=me) is None
+    assert records.reader_owner_keys(personal, role="tenant_admin", user_id=me, requested_user_id=other) == [str(other)]
+    assert records.reader_owner_keys(personal, role="user", user_id=me) == [str(me)]
+    assert records.reader_owner_keys(personal, role="user", user_id=me, requested_user_id=me) == [str(me)]
+    with pytest.raises(PermissionDenied):
+        records.reader_owner_keys(personal, role="user", user_id=me, requested_user_id=other)
+    with pytest.raises(NotFound):
+        records.reader_owner_keys(shared, role="user", user_id=me)
+
+
+def test_data_filters_select_the_same_rows_on_both_databases(client):
+    import pytest
+
+    from persistence.errors import InvalidInput
+
+    store = Store()
+    store.upsert(
+        Item("p1", {"name": "Ada", "age": 36, "vip": True, "city": None, "address": {"city": "London"}}, T0),
+        Item("p2", {"name": "Grace", "age": 85, "vip": False, "address": {"city": "New York"}}, T0),
+        Item("p3", {"name": "Ada", "age": 36.0, "vip": False, "city": "Paris"}, T0),
+    )
+
+    def ids(filters: dict) -> list[str]:
+        with transaction() as session:
+            rows = session.exec(select(Record).where(Record.integration_id == store.integration_id,
+                                                     *records.data_filter_clauses(filters))
+                                .order_by(Record.external_id)).all()
+            return [row.external_id for row in rows]
+
+    assert ids({"name": "Ada"}) == ["p1", "p3"]
+    assert ids({"name": "Ada", "vip": True}) == ["p1"]
+    assert ids({"vip": False}) == ["p2", "p3"]
+    assert ids({"age": 36}) == ["p1", "p3"]
+    assert ids({"address.city": "London"}) == ["p1"]
+    assert ids({"city": None}) == ["p1", "p2"]
+    assert ids({"name": "Nobody"}) == []
+    for bad in ({"name": {"$ne": 1}}, {"name": [1]}, {"bad field": 1}, {"a.b.c.d.e.f": 1},
+                {f"f{n}": 1 for n in range(11)}, ["name"], {"name": "x" * 1001}):
+        with pytest.raises(InvalidInput):
+            records.data_filter_clauses(bad)

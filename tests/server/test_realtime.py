@@ -531,4 +531,4 @@ class TestAsyncApiDocument:
         result = subprocess.run(["node", "scripts/asyncapi-validate.mjs", "openapi/asyncapi.yaml"], cwd=root,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "openapi/asyncapi.yaml: valid AsyncAPI 3.0.0 (15 messages)" in result.stdout
+        assert "openapi/asyncapi.yaml: valid AsyncAPI 3.0.0 (16 messages)" in result.stdout
