@@ -43,7 +43,7 @@ from persistence import connections, db, events, incoming_webhooks, records, syn
 from persistence.audit import Actor
 from persistence.errors import DomainError
 from persistence.incoming_webhooks import Job
-from persistence.models import Connection, Integration, Provider, as_utc, utcnow
+from persistence.models import Integration, Provider, as_utc, utcnow
 from server.observability import INCOMING_WEBHOOK_LAG, INCOMING_WEBHOOK_WORK
 from server.settings import Settings
 
@@ -77,7 +77,7 @@ class IncomingWorker:
         self.name = name or f"incoming:{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         policy = policy or OutboundPolicy(allowlist=settings.outbound_allowed, timeout=settings.outbound_timeout_seconds)
         self.flows = FlowContext(policy=policy, redirect_uri=settings.oauth_redirect_uri,
-                                 allowed_origins=tuple(settings.origins), present_connection=_connection_view)
+                                 allowed_origins=tuple(settings.origins), present_connection=connections.view)
         self.rng = random.Random()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -222,22 +222,6 @@ class IncomingWorker:
                              action="records.webhook", resource_type="integration", resource_id=job.integration_id,
                              changes={"providerEventId": job.provider_event_id, **changes.counts()},
                              event_type="records.changed", data=data)
-
-
-def _connection_view(row: Connection) -> dict[str, Any]:
-    """The Connection view for the `connection.expired` event a fetch may record.
-
-    The worker cannot reach `handlers.views.connection`; this is the same allow-list.
-    `persistence.connections.view` (branch `sync`) is the shared one: use it once merged.
-    """
-    def stamp(value: datetime | None) -> str | None:
-        return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
-
-    return {"connectionId": str(row.id), "integrationId": str(row.integration_id), "status": row.status,
-            "authType": row.auth_type, "displayName": row.display_name, "scopes": row.scopes or [],
-            "connectedAt": stamp(row.connected_at), "lastValidatedAt": stamp(row.last_validated_at),
-            "validationError": row.validation_error, "expiresAt": stamp(row.expires_at),
-            "credentialSecretName": connections.secret_name(row)}
 
 
 def start(settings: Settings) -> IncomingWorker:
