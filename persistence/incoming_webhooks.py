@@ -247,7 +247,7 @@ def _note_for_commit(session: Session) -> None:
 def _after_commit(session: Session) -> None:
     if not session.info.pop(_PENDING_KEY, False):
         return
-    for listener in list(_commit_listeners):
+    for listener in list(_commit_listeners):  # a copy: a worker may stop listening meanwhile
         try:
             listener()
         except Exception:  # noqa: BLE001 - a listener's fault must not fail a committed request

@@ -43,7 +43,7 @@ from persistence import connections, db, events, incoming_webhooks, records, syn
 from persistence.audit import Actor
 from persistence.errors import DomainError
 from persistence.incoming_webhooks import Job
-from persistence.models import Connection, Integration, Provider, as_utc, utcnow
+from persistence.models import Integration, Provider, as_utc, utcnow
 from server.observability import INCOMING_WEBHOOK_LAG, INCOMING_WEBHOOK_WORK
 from server.settings import Settings
 
@@ -77,14 +77,14 @@ class IncomingWorker:
         self.name = name or f"incoming:{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         policy = policy or OutboundPolicy(allowlist=settings.outbound_allowed, timeout=settings.outbound_timeout_seconds)
         self.flows = FlowContext(policy=policy, redirect_uri=settings.oauth_redirect_uri,
-                                 allowed_origins=tuple(settings.origins), present_connection=_connection_view)
+                                 allowed_origins=tuple(settings.origins), present_connection=connections.view)
         self.rng = random.Random()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="incoming-job")
 
-    def start(self) -> "IncomingWorker":
+    def start(self) -> IncomingWorker:
         """Run the loop on a daemon thread until `stop()`; return self."""
         incoming_webhooks.add_commit_listener(self._wake.set)
         self._thread = threading.Thread(target=self.run, name="incoming-worker", daemon=True)
@@ -113,7 +113,7 @@ class IncomingWorker:
                     last_prune = time.monotonic()
                 if self.process_due():
                     continue  # more may be due: claim again at once
-            except Exception:  # noqa: BLE001 - a database hiccup must not end the worker
+            except Exception:  # a database hiccup must not end the worker
                 logger.exception("incoming webhook worker: a step failed; retrying")
                 self._stop.wait(1.0)
             self._wake.wait(self.settings.worker_poll_seconds)
@@ -149,7 +149,7 @@ class IncomingWorker:
             status = self._settle_error(job, str(retry), retry_at=self.clock() + timedelta(seconds=delay))
         except (Failed, DomainError, DefinitionMismatch) as failure:
             status = self._settle_error(job, f"{type(failure).__name__}: {failure}", retry_at=None)
-        except Exception as error:  # noqa: BLE001 - an unexpected fault fails this row, never the loop
+        except Exception as error:  # an unexpected fault fails this row, never the loop
             logger.exception("incoming webhook %s: unexpected failure", job.id)
             status = self._settle_error(job, f"{type(error).__name__}: {error}", retry_at=self.clock() + timedelta(
                 seconds=self._backoff(job.attempt)))
@@ -222,22 +222,6 @@ class IncomingWorker:
                              action="records.webhook", resource_type="integration", resource_id=job.integration_id,
                              changes={"providerEventId": job.provider_event_id, **changes.counts()},
                              event_type="records.changed", data=data)
-
-
-def _connection_view(row: Connection) -> dict[str, Any]:
-    """The Connection view for the `connection.expired` event a fetch may record.
-
-    The worker cannot reach `handlers.views.connection`; this is the same allow-list.
-    `persistence.connections.view` (branch `sync`) is the shared one: use it once merged.
-    """
-    def stamp(value: datetime | None) -> str | None:
-        return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
-
-    return {"connectionId": str(row.id), "integrationId": str(row.integration_id), "status": row.status,
-            "authType": row.auth_type, "displayName": row.display_name, "scopes": row.scopes or [],
-            "connectedAt": stamp(row.connected_at), "lastValidatedAt": stamp(row.last_validated_at),
-            "validationError": row.validation_error, "expiresAt": stamp(row.expires_at),
-            "credentialSecretName": connections.secret_name(row)}
 
 
 def start(settings: Settings) -> IncomingWorker:

@@ -11,7 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -219,13 +219,13 @@ class TestStandardWebhooks:
     BODY = b'{"type":"contact.updated","data":{"id":"c1","name":"Ada"}}'
 
     def signed(self, secret: str, *, timestamp: datetime | None = None) -> dict:
-        moment = timestamp or datetime.now(timezone.utc)
+        moment = timestamp or datetime.now(UTC)
         return {"webhook-id": "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", "webhook-timestamp": str(int(moment.timestamp())),
                 "webhook-signature": Webhook(secret).sign("msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", moment, self.BODY.decode())}
 
     def test_valid_with_a_generated_secret(self):
         secret = verifier.generate_secret("standard_webhooks")
-        now = datetime.now(timezone.utc).timestamp()
+        now = datetime.now(UTC).timestamp()
 
         verified = verifier.verify(self.DECLARATION, secret=secret, headers=self.signed(secret), body=self.BODY, now=now)
 
@@ -237,15 +237,15 @@ class TestStandardWebhooks:
 
         with pytest.raises(verifier.Rejected, match="bad_signature"):
             verifier.verify(self.DECLARATION, secret=verifier.generate_secret("standard_webhooks"), headers=headers,
-                            body=self.BODY, now=datetime.now(timezone.utc).timestamp())
+                            body=self.BODY, now=datetime.now(UTC).timestamp())
 
     def test_stale(self):
         secret = verifier.generate_secret("standard_webhooks")
-        old = datetime.fromtimestamp(datetime.now(timezone.utc).timestamp() - 600, timezone.utc)
+        old = datetime.fromtimestamp(datetime.now(UTC).timestamp() - 600, UTC)
 
         with pytest.raises(verifier.Rejected, match="stale_timestamp"):
             verifier.verify(self.DECLARATION, secret=secret, headers=self.signed(secret, timestamp=old), body=self.BODY,
-                            now=datetime.now(timezone.utc).timestamp())
+                            now=datetime.now(UTC).timestamp())
 
     @pytest.mark.parametrize("signature", ["v1", "v1,!!!", "nonsense", "v1,AAAA v2"])
     def test_malformed_signatures_are_refused(self, signature):
@@ -254,14 +254,14 @@ class TestStandardWebhooks:
 
         with pytest.raises(verifier.Rejected, match="bad_signature"):
             verifier.verify(self.DECLARATION, secret=secret, headers=headers, body=self.BODY,
-                            now=datetime.now(timezone.utc).timestamp())
+                            now=datetime.now(UTC).timestamp())
 
     def test_non_utf8_body_is_a_bad_signature(self):
         secret = verifier.generate_secret("standard_webhooks")
 
         with pytest.raises(verifier.Rejected, match="bad_signature"):
             verifier.verify(self.DECLARATION, secret=secret, headers=self.signed(secret), body=b"\xff\xfe",
-                            now=datetime.now(timezone.utc).timestamp())
+                            now=datetime.now(UTC).timestamp())
 
     def test_usable_secret(self):
         assert verifier.usable_secret("standard_webhooks", verifier.generate_secret("standard_webhooks"))

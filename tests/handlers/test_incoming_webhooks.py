@@ -342,7 +342,7 @@ class TestVerification:
                              deletedAt="2026-12-02T02:00:00.000000Z")
         for event in (alive, gone):
             assert post_signed(served, integration["id"], event, secret=secret, event_id=event["id"]).status_code == 202
-            wait_for(lambda: settled(event["id"], integration), what="the copy processed")
+            wait_for(lambda event=event: settled(event["id"], integration), what="the copy processed")
 
         record = held(integration, "con_0105")
 
@@ -456,7 +456,7 @@ class TestFetchedRecords:
                 assert deleted.status_code == 204
             event = {"id": event_id, "entity": "contacts", "data": {"id": "con_0004"}}
             assert post_signed(served, integration["id"], event, secret=secret, event_id=event_id).status_code == 202
-            wait_for(lambda: settled(event_id, integration), what="the fetch")
+            wait_for(lambda event_id=event_id: settled(event_id, integration), what="the fetch")
 
         record = held(integration, "con_0004")
 
