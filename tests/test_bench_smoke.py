@@ -41,3 +41,21 @@ def test_quick_bench_writes_its_report(tmp_path: Path, request: pytest.FixtureRe
     assert len(report["growth"]["sizes"]) == len(report["growth"]["audit"]["deep"]) == 2
     assert {"hub", "floor"} <= report["cold_start"].keys()
     assert all({"name", "value", "target", "pass"} <= target.keys() for target in report["targets"])
+
+
+def test_quick_sync_bench_writes_its_report(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """`./scripts/bench --only sync --quick`: every phase runs against a real sandbox process and a served hub."""
+    if request.config.getoption("--db", default="sqlite") == "postgresql":
+        pytest.skip("the benchmark runs on its own SQLite database; covered by the SQLite run")
+    out = tmp_path / "bench-sync.json"
+
+    done = subprocess.run([str(ROOT / "scripts" / "bench"), "--only", "sync", "--quick", "--out", str(out),
+                           "--workdir", str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900, check=False)
+
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["full"]["added"] == report["sandbox_records"] and report["full"]["outcomes"] == ["succeeded"] * 2
+    assert report["incremental"]["kinds"] == ["incremental"] and report["incremental"]["updated"] >= 1
+    assert set(report["targets"]) == {"records_per_s", "incremental_share_pct", "deep_page_ratio", "webhook_p50_ms"}
+    assert report["first_page_ms_p50"] > 0 and report["deep_page_ms_p50"] > 0 and report["webhook_p50_ms"] >= 0
