@@ -57,5 +57,6 @@ def test_quick_sync_bench_writes_its_report(tmp_path: Path, request: pytest.Fixt
     report = json.loads(out.read_text())
     assert report["full"]["added"] == report["sandbox_records"] and report["full"]["outcomes"] == ["succeeded"] * 2
     assert report["incremental"]["kinds"] == ["incremental"] and report["incremental"]["updated"] >= 1
-    assert set(report["targets"]) == {"records_per_s", "incremental_share_pct", "deep_page_ratio", "webhook_p50_ms"}
+    assert set(report["targets"]) == {"records_per_s", "incremental_share_pct", "deep_page_ratio", "webhook_p50_ms",
+                                     "index_cost_pct"}
     assert report["first_page_ms_p50"] > 0 and report["deep_page_ms_p50"] > 0 and report["webhook_p50_ms"] >= 0

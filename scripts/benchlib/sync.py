@@ -8,7 +8,9 @@ Targets (issue 14, section 8), on the bench machine:
   end costs <= 1.5x the first page (median of many calls, in-process through the whole app);
 - webhook received -> record updated: p50 <= 200 ms (the sandbox POSTs its signed change
   notification to the hub served over TCP; measured from the hub's receipt of the notification
-  to the record's change, both stamped by the hub).
+  to the record's change, both stamped by the hub);
+- what the search index costs a synced record (issue 15): the same full run into an integration
+  with search on its entities vs one without, alternated: <= 30 % more time.
 
 The sandbox runs in its own process (a provider is another machine: its serving cost is not
 the hub's), with its rate limit lifted. The hub runs in this process: the runs execute on this
@@ -33,7 +35,8 @@ import httpx
 from benchlib.asgi import AsgiClient
 from benchlib.fixture import ROOT, BenchEnv, prepare
 
-TARGETS = {"records_per_s": 2000, "incremental_share_pct": 5, "deep_page_ratio": 1.5, "webhook_p50_ms": 200}
+TARGETS = {"records_per_s": 2000, "incremental_share_pct": 5, "deep_page_ratio": 1.5, "webhook_p50_ms": 200,
+           "index_cost_pct": 30}
 _SANDBOX = """
 import sys, time
 from connectors.sandbox import SandboxConfig, SandboxServer
@@ -66,9 +69,9 @@ def _settings(env: BenchEnv, **extra):
     return env.settings().model_copy(update={"hub_env": "development", "outbound_allowlist": "127.0.0.1", **extra})
 
 
-def _integration(tenant_id: uuid.UUID, base_url: str):
+def _integration(tenant_id: uuid.UUID, base_url: str, *, search: bool = False):
     """A provider of the sandbox (API key; the bundled sync definitions and notification declaration) and a
-    connected integration of the tenant; returns the integration."""
+    connected integration of the tenant (with search on its Account and Contact when `search`); returns it."""
     from persistence import bootstrap, connections, providers
     from persistence.db import transaction
     from persistence.models import Integration
@@ -79,7 +82,8 @@ def _integration(tenant_id: uuid.UUID, base_url: str):
         columns = providers.document_columns({**document, "provider": f"bench_sync_{uuid.uuid4().hex[:8]}"})
         provider = providers.create(session, fields=columns)
         integration = Integration(tenant_id=tenant_id, provider_id=provider.id, name=f"bench {uuid.uuid4().hex[:8]}",
-                                  status="pending")
+                                  status="pending", search_enabled=search,
+                                  searchable_entities=["Account", "Contact"] if search else [])
         session.add(integration)
         session.flush()
         connections.store(session, integration=integration, user_id=None, auth_type="api_key",
@@ -112,6 +116,17 @@ def _run(runner, integration_id: uuid.UUID, *, full: bool) -> dict:
     if set(outcomes) != {"succeeded"}:
         raise RuntimeError(f"sync runs did not all succeed: {outcomes}")
     return summary
+
+
+def _documents(integration_id: uuid.UUID) -> int:
+    """How many search documents the integration's records have."""
+    import sqlalchemy as sa
+
+    from persistence.db import transaction
+    from persistence.models import SearchDocument
+
+    with transaction() as session:
+        return session.execute(sa.select(sa.func.count()).where(SearchDocument.integration_id == integration_id)).scalar()
 
 
 def _change(base_url: str, count: int, total_accounts: int) -> None:
@@ -268,6 +283,20 @@ def measure(env: BenchEnv, *, accounts: int, deep_records: int, page_samples: in
         log(f"  {full['added']:,} records in {full['seconds']:.2f} s: {figures['records_per_s']:,} records/s "
             f"({full['pages']} pages, {full['requests']} requests)")
 
+        log("Sync: the same full run into integrations with and without search, alternated (indexing cost) ...")
+        spent: dict[str, list[float]] = {"on": [], "off": []}
+        for round_ in range(2):
+            for label in (("off", "on") if round_ % 2 == 0 else ("on", "off")):
+                target = _integration(account.tenant_id, base_url, search=label == "on")
+                spent[label].append(_run(runner, target.id, full=True)["seconds"])
+                if label == "on" and _documents(target.id) != 3 * accounts:
+                    raise RuntimeError(f"the search index holds {_documents(target.id)} documents, not {3 * accounts}")
+        on_s, off_s = statistics.median(spent["on"]), statistics.median(spent["off"])
+        figures["index_cost"] = {"seconds_search_off": round(off_s, 3), "seconds_search_on": round(on_s, 3),
+                                 "share_pct": round(100 * (on_s / off_s - 1), 1)}
+        figures["index_cost_pct"] = figures["index_cost"]["share_pct"]
+        log(f"  full run {off_s:.2f} s without the index, {on_s:.2f} s with it: +{figures['index_cost_pct']} %")
+
         changed = max(1, (3 * accounts) // 100)
         log(f"Sync: {changed} contacts changed at the sandbox (1 %), then an incremental run ...")
         _change(base_url, changed, accounts)
@@ -303,6 +332,7 @@ def measure(env: BenchEnv, *, accounts: int, deep_records: int, page_samples: in
         else "MISS",
         "deep_page_ratio": "PASS" if figures["deep_page_ratio"] <= TARGETS["deep_page_ratio"] else "MISS",
         "webhook_p50_ms": "PASS" if figures["webhook_p50_ms"] <= TARGETS["webhook_p50_ms"] else "MISS",
+        "index_cost_pct": "PASS" if figures["index_cost_pct"] <= TARGETS["index_cost_pct"] else "MISS",
     }
     return figures
 
@@ -319,6 +349,8 @@ def table(figures: dict) -> str:
         f"  records API at {figures.get('deep_records', 0):,} records: first page p50 {figures['first_page_ms_p50']} "
         f"ms, deep page p50 {figures['deep_page_ms_p50']} ms = x{figures['deep_page_ratio']} "
         f"(target <= {TARGETS['deep_page_ratio']}: {t['deep_page_ratio']})",
+        f"  search index: a full sync with it costs +{figures['index_cost_pct']} % over one without "
+        f"(target <= {TARGETS['index_cost_pct']} %: {t['index_cost_pct']})",
         f"  webhook received -> record updated p50 {figures['webhook_p50_ms']} ms, p95 {figures['webhook_p95_ms']} ms "
         f"(target p50 <= {TARGETS['webhook_p50_ms']}: {t['webhook_p50_ms']})",
     ])
