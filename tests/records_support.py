@@ -44,6 +44,18 @@ def data_provider(client, super_admin, sandbox, **overrides) -> dict:
     return factories.create_provider(client, super_admin, **(fields | overrides))
 
 
+@pytest.fixture
+def provider(client, super_admin, own_sandbox) -> dict:
+    """A data provider (sync and write definitions) of the module's own sandbox."""
+    return data_provider(client, super_admin, own_sandbox)
+
+
+@pytest.fixture
+def integration(client, tenant_admin, provider) -> dict:
+    """`tenant_admin`'s integration of `provider`, connected by OAuth."""
+    return connected_integration(client, tenant_admin, provider)
+
+
 def connected_integration(client, admin, provider: dict, **overrides) -> dict:
     """Enable `provider` for `admin`'s tenant and connect it by OAuth at the sandbox; return the integration."""
     integration = factories.enable_integration(client, admin, provider["id"], **overrides)

@@ -16,17 +16,7 @@ from persistence.db import transaction
 from persistence.errors import InvalidInput, NotFound
 from persistence.models import Connection, Event, Integration
 from tests import factories
-from tests.records_support import connected_integration, data_provider, flows, own_sandbox, set_faults  # noqa: F401
-
-
-@pytest.fixture
-def provider(client, super_admin, own_sandbox) -> dict:
-    return data_provider(client, super_admin, own_sandbox)
-
-
-@pytest.fixture
-def integration(client, tenant_admin, provider) -> dict:
-    return connected_integration(client, tenant_admin, provider)
+from tests.records_support import connected_integration, data_provider, flows, integration, own_sandbox, provider, set_faults  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

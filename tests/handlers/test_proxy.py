@@ -14,7 +14,15 @@ from persistence.models import AuditEntry, Provider
 from tests import factories
 from tests.echo_provider import EchoProvider
 from tests.handlers.test_providers import assert_error
-from tests.records_support import BASE, connected_integration, data_provider, own_sandbox, set_faults  # noqa: F401
+from tests.records_support import (  # noqa: F401 - fixtures
+    BASE,
+    connected_integration,
+    data_provider,
+    integration,
+    own_sandbox,
+    provider,
+    set_faults,
+)
 
 ECHO_KEY = "echo-provider-api-key-0123456789"
 
@@ -24,16 +32,6 @@ def echo():
     server = EchoProvider().start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def provider(client, super_admin, own_sandbox) -> dict:
-    return data_provider(client, super_admin, own_sandbox)
-
-
-@pytest.fixture
-def integration(client, tenant_admin, provider) -> dict:
-    return connected_integration(client, tenant_admin, provider)
 
 
 @pytest.fixture

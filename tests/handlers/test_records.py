@@ -26,7 +26,9 @@ from tests.records_support import (  # noqa: F401
     connect_user,
     connected_integration,
     data_provider,
+    integration,
     own_sandbox,
+    provider,
     sandbox_entities,
 )
 
@@ -91,16 +93,6 @@ def audit_actions(admin, action: str) -> list[AuditEntry]:
     with transaction() as session:
         return list(session.exec(select(AuditEntry).where(AuditEntry.tenant_id == uuid.UUID(admin.tenant_id),
                                                           AuditEntry.action == action)).all())
-
-
-@pytest.fixture
-def provider(client, super_admin, own_sandbox) -> dict:
-    return data_provider(client, super_admin, own_sandbox)
-
-
-@pytest.fixture
-def integration(client, tenant_admin, provider) -> dict:
-    return connected_integration(client, tenant_admin, provider)
 
 
 # -- reads ------------------------------------------------------------------------------------
