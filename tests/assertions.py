@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 
 class _AnyText:
     """Equals any non-empty string (for messages written by Connexion or the HTTP stack)."""
@@ -64,3 +67,17 @@ def assert_envelope(response, status: int, code: str, details: dict | None | obj
         expected["details"] = details
     assert error == expected
     return error
+
+
+def wait_for(condition: Callable[[], object], *, what: str, timeout: float = 15.0) -> object:
+    """Poll `condition` every 20 ms until it returns something truthy; return that, or fail naming `what`.
+
+    For work a background thread or process does (workers, served hubs): the test waits for the
+    state it asserts, never for a fixed time.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")

@@ -26,7 +26,7 @@ from persistence.db import transaction
 from persistence.models import IncomingWebhook, Integration
 from server.incoming_worker import IncomingWorker
 from tests import factories
-from tests.assertions import assert_error
+from tests.assertions import assert_error, wait_for
 from tests.realtime_support import ServedHub
 
 BASE = "/api/v1/tenant/integrations"
@@ -107,15 +107,6 @@ def contact_event(contact_id: str, *, updated_at: str, **fields) -> dict:
             "data": {"id": contact_id, "accountId": "acc_0001", "firstName": "Ada", "lastName": "Lovelace",
                      "email": "ada@example.com", "updatedAt": updated_at, **fields},
             "occurred_at": updated_at}
-
-
-def wait_for(condition: Callable[[], object], *, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def held(integration: dict, external_id: str, entity: str = "Contact"):

@@ -3,13 +3,13 @@ the realtime `sync` channel (WebSocket, validated against the AsyncAPI document)
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from persistence.db import transaction
 from persistence.models import SyncRun
 from server.sync_worker import SyncWorker
 from tests.server.test_realtime import asyncapi_check, connect, served, subscribe  # noqa: F401 - fixtures
+from tests.assertions import wait_for
 from tests.sync_support import (
     drain,
     start,
@@ -17,14 +17,6 @@ from tests.sync_support import (
     clean_sandbox,  # noqa: F401 - fixture
     synced,  # noqa: F401 - fixture
 )
-
-
-def wait_for(condition, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def status_of(run_id: str) -> str:

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from persistence import events, webhooks
 from persistence.audit import Actor
 from persistence.db import transaction
 from persistence.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WorkerHeartbeat
+from tests.assertions import wait_for
 from tests.handlers.test_webhooks import create_endpoint
 from tests.webhook_receiver import Receiver
 
@@ -49,14 +49,6 @@ def emit_updates(admin, endpoint_id: str, count: int) -> list[str]:
                     resource_type="webhook_endpoint", resource_id=row.id, event_type="webhook_endpoint.updated",
                     data=webhooks.endpoint_view(row)).id)
     return ids
-
-
-def wait_for(condition, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def pending(endpoint_id: str) -> int:
