@@ -17,6 +17,7 @@ from tests import factories
 from tests.assertions import assert_error
 from tests.handlers.test_tenant_integrations import assert_integration_not_found
 from tests.persistence.test_search_index import put, search_provider, searchable_integration
+from tests.records_support import own_sandbox  # noqa: F401 - fixture
 
 SEARCH = "/api/v1/integrations/search"
 RESULT_KEYS = {"id", "integrationId", "integrationName", "provider", "entity", "externalId", "title", "snippet",
@@ -265,3 +266,46 @@ class TestSearchIntegration:
         assert [item["externalId"] for item in response.json()["results"]] == ["title", "body"]
         assert [item["snippet"] for item in response.json()["results"]] == ["<mark>Roadmap</mark>",
                                                                             "the <mark>roadmap</mark>"]
+
+
+class TestTheIndexFollowsTheDataPaths:
+    """The index is written by the records store itself: a real sync run (full and incremental), a
+    write-through and a full refresh's tombstones each leave it in step (the incoming webhook path
+    goes through the same `records.upsert`, tested in tests/handlers/test_incoming_webhooks.py)."""
+
+    def test_sync_runs_write_through_and_tombstones(self, client, super_admin, tenant_admin, own_sandbox):
+        from tests.records_support import connected_integration, data_provider
+        from tests.sync_support import drain
+
+        def hits(query: str) -> list[str]:
+            response = client.post(SEARCH, json={"query": query, "integrations": [integration["id"]]},
+                                   headers=tenant_admin.headers)
+            assert response.status_code == 200, response.text
+            return sorted(result["externalId"] for result in response.json()["results"])
+
+        def sync(**body) -> None:
+            queued = client.post(f"/api/v1/tenant/integrations/{integration['id']}/sync",
+                                 json={"entities": ["Account"], **body}, headers=tenant_admin.headers)
+            assert queued.status_code == 202, queued.text
+            assert drain(integration["id"]) == ["succeeded"]
+
+        integration = connected_integration(client, tenant_admin, data_provider(client, super_admin, own_sandbox),
+                                            searchEnabled=True, searchableEntities=["Account"])
+        renamed = own_sandbox.state.update_record("accounts", "acc_0003", {"name": "Quokka Holdings"})
+        assert hits("quokka") == []
+        sync()  # the first run is full
+        assert hits("quokka") == [renamed["id"]]
+
+        own_sandbox.state.update_record("accounts", "acc_0003", {"name": "Wombat Holdings"})
+        sync()  # incremental: the changed account only
+        assert (hits("quokka"), hits("wombat")) == ([], ["acc_0003"])
+
+        created = client.post(f"/api/v1/tenant/integrations/{integration['id']}/records",
+                              json={"entity": "Account", "data": {"name": "Zephyrine Widgets"}},
+                              headers=tenant_admin.headers)
+        assert created.status_code == 201, created.text
+        assert hits("zephyrine") == [created.json()["externalId"]]
+
+        own_sandbox.state.delete_record("accounts", "acc_0003")  # gone from the full list
+        sync(fullRefresh=True)
+        assert hits("wombat") == []
