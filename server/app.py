@@ -21,12 +21,10 @@ from connexion.spec import Specification
 from connectors.outbound import OutboundPolicy
 from persistence import db, vault
 from server import connexion_patches, errors, idempotency, ratelimit, realtime, runtime
-from server.cors import EnvelopeCORSMiddleware
-from server.deprecation import DeprecationMiddleware
-from server.raw_body import RawBodyMiddleware
+from server.operation_policy import OperationPolicyMiddleware
 from server.observability import configure_logging
 from server.request_log import RequestContextMiddleware
-from server.security import PermissionMiddleware, SecurityHeadersMiddleware, no_store_operations
+from server.security import no_store_operations
 from server.settings import Settings, load_settings
 from server.tokens import TokenConfig
 from server.validation import validator_map
@@ -224,32 +222,23 @@ def build_runtime(settings: Settings, api_spec: dict[str, Any], root_spec: dict[
 
 def add_middleware(app: AsyncApp, settings: Settings, specs: list[dict[str, Any]]) -> None:
     """Install the hub's middleware around Connexion's routing, security and validation."""
-    # Rate limits first, so denied requests count (and carry the headers) too.
-    app.add_middleware(ratelimit.RateLimitMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
-    app.add_middleware(PermissionMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
-    app.add_middleware(idempotency.IdempotencyMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
-    app.add_middleware(DeprecationMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, specs=specs)
-    app.add_middleware(RawBodyMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
+    # Rate limits, scopes, idempotency keys, deprecation headers, raw webhook bodies: one pass.
+    app.add_middleware(OperationPolicyMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, specs=specs)
     # WebSocket /ws and its AsyncAPI document, inside the request-id/log and exception middleware.
     app.add_middleware(realtime.RealtimeRoutes, position=MiddlewarePosition.BEFORE_SWAGGER)
-    # Each middleware added at BEFORE_EXCEPTION lands inside the ones added before it: the
-    # request context goes first so it wraps CORS, and preflight answers carry X-Request-ID too.
+    # The request context (request id, body cap, CORS, security headers, log line) wraps
+    # Connexion's exception middleware, so error answers and preflights carry its headers too.
     app.add_middleware(
-        RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, max_body_bytes=settings.max_body_bytes
-    )
-    app.add_middleware(
-        EnvelopeCORSMiddleware,
-        position=MiddlewarePosition.BEFORE_EXCEPTION,
-        allow_origins=settings.origins,
-        allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key", "X-API-Key",
-                       "X-Requested-With"],
-        allow_credentials=True,  # cookie sessions, from ALLOWED_ORIGINS only
-        expose_headers=["X-Request-ID"],
-        max_age=600,
-    )
-    app.add_middleware(SecurityHeadersMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
-                       production=settings.is_production)
+        RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, max_body_bytes=settings.max_body_bytes,
+        production=settings.is_production, cors={
+            "allow_origins": settings.origins,
+            "allow_methods": ["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            "allow_headers": ["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key", "X-API-Key",
+                              "X-Requested-With"],
+            "allow_credentials": True,  # cookie sessions, from ALLOWED_ORIGINS only
+            "expose_headers": ["X-Request-ID"],
+            "max_age": 600,
+        })
 
 
 def create_app(settings: Settings | None = None) -> AsyncApp:

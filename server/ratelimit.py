@@ -389,20 +389,30 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or operation_id is None:
             await self.app(scope, receive, send)
             return
-        limits = runtime.get().rate_limits
         token_info = (extensions.get("connexion_context") or {}).get("token_info") or {}
+        if not await self.refused(scope, receive, send, operation_id, token_info):
+            await self.app(scope, receive, send)
+
+    @classmethod
+    async def refused(cls, scope: Scope, receive: Receive, send: Send, operation_id: str, token_info: dict) -> bool:
+        """Count the routed request against its limits; answer 429 and return True past one of them.
+
+        Notes the operation and tenant in `scope["state"]` for the request log line, and the
+        rate-limit headers the request-context middleware stamps on whatever answers.
+        """
+        limits = runtime.get().rate_limits
         # For the request log line, written by the outermost middleware, which sees another scope copy.
         state = scope.setdefault("state", {})
         state["operation_id"], state["tenant_id"] = operation_id, token_info.get("tenantId")
-        headers, retry_after, name = limits.check(self._checks(limits, operation_id, token_info, scope))
+        headers, retry_after, name = limits.check(cls._checks(limits, operation_id, token_info, scope))
         if retry_after is not None:
             error = too_many(retry_after, headers, name)
             refused = error_response(429, error.code, error.message, error.details, dict(error.headers), retry_after)
             await Response(refused.body, 429, headers=refused.headers, media_type="application/json")(scope, receive, send)
-            return
+            return True
         # Stamped by the request-context middleware on whatever answers, errors included.
         state["response_headers"] = headers
-        await self.app(scope, receive, send)
+        return False
 
     @staticmethod
     def _checks(limits: RateLimits, operation_id: str, token_info: dict, scope: Scope):

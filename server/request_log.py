@@ -1,7 +1,10 @@
-"""The outermost middleware of the hub: request id, body cap and the per-request log line.
+"""The outermost middleware of the hub: request id, body cap, CORS, security headers and the log line.
 
 Added by the app factory at `MiddlewarePosition.BEFORE_EXCEPTION`, so it wraps Connexion's
-exception handling: every response, errors included, passes through it.
+exception handling: every response, errors included, passes through it. It used to be three
+middlewares (request context, CORS, security headers); they are one pass now, which reads the
+request headers once and stamps the answer's headers in one go (performance issue): the CORS
+middleware runs only for requests that carry `Origin`, exactly where Starlette's would act.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from starlette.responses import Response
 
+from server.cors import EnvelopeCORSMiddleware
 from server.errors import ApiError, error_response
 from server.observability import REQUEST_DURATION
 from server.request_context import adopt_request_id, set_request_id
+from server.security import stamp_security_headers
 from server.validation import normalize_media_type
 
 logger = logging.getLogger("hub.request")
@@ -31,15 +36,32 @@ class BodyTooLarge(ApiError):
 
 
 class RequestContextMiddleware:
-    """Give each request an id, cap its body, stamp `X-Request-ID` and log one line.
+    """Give each request an id, cap its body, apply CORS, stamp the answer's headers and log one line.
 
     The id is taken from the request's `X-Request-ID` header when well-formed, else minted; it
-    is bound to the context so error envelopes and log lines carry the same id.
+    is bound to the context so error envelopes and log lines carry the same id. Every answer
+    gets `X-Request-ID` and the rate-limit headers the operation noted; answers from inside
+    the app also get the security headers (`server.security.stamp_security_headers`).
+    `cors` holds the keyword arguments of Starlette's `CORSMiddleware` (None: no CORS), and
+    `production` turns on HSTS.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int = 1024 * 1024) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int = 1024 * 1024, *, cors: dict | None = None,
+                 production: bool = False) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.production = production
+        # Inside CORS, as the separate middlewares were: a preflight answer gets no security headers.
+        self.cors = EnvelopeCORSMiddleware(self._secured, **cors) if cors is not None else None
+
+    async def _secured(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def stamp(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                stamp_security_headers(MutableHeaders(scope=message), message["status"], scope,
+                                       production=self.production)
+            await send(message)
+
+        await self.app(scope, receive, stamp)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -58,6 +80,17 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                for key, value in (scope.get("state") or {}).get("response_headers", {}).items():
+                    headers.setdefault(key, value)
+            await send(message)
+
+        async def send_secured(message: Message) -> None:
+            # `_secured` then `send_with_id`, with one header view of the answer.
+            if message["type"] == "http.response.start":
+                status = status_holder["status"] = message["status"]
+                headers = MutableHeaders(scope=message)
+                stamp_security_headers(headers, status, scope, production=self.production)
                 headers["X-Request-ID"] = request_id
                 for key, value in (scope.get("state") or {}).get("response_headers", {}).items():
                     headers.setdefault(key, value)
@@ -84,7 +117,10 @@ class RequestContextMiddleware:
             await Response(response.body, response.status_code, media_type="application/json")(scope, receive, send_with_id)
             return
         try:
-            await self.app(scope, receive, send_with_id)
+            if self.cors is not None and b"origin" in headers:
+                await self.cors(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_secured)
         finally:
             self._log(scope, request_id, status_holder["status"], time.perf_counter() - started)
 

@@ -295,14 +295,22 @@ class PermissionMiddleware:
             operation_id = (extensions.get("connexion_routing") or {}).get("operation_id")
             if operation_id is not None:
                 token_info = (extensions.get("connexion_context") or {}).get("token_info")
-                denial = self._denial(operation_id, token_info)
-                if denial is not None:
-                    AUTH_FAILURES.labels(code="PERMISSION_DENIED").inc()
-                    await run_in_threadpool(_audit_denial, operation_id, token_info or {}, scope)
-                    response = error_response(403, "PERMISSION_DENIED", denial[0], denial[1])
-                    await _send(response, scope, receive, send)
+                if await self.refused(scope, receive, send, operation_id, token_info):
                     return
         await self.app(scope, receive, send)
+
+    @classmethod
+    async def refused(cls, scope: Scope, receive: Receive, send: Send, operation_id: str,
+                      token_info: dict | None) -> bool:
+        """Answer 403 PERMISSION_DENIED (audited) and return True unless the caller holds the operation's scopes."""
+        denial = cls._denial(operation_id, token_info)
+        if denial is None:
+            return False
+        AUTH_FAILURES.labels(code="PERMISSION_DENIED").inc()
+        await run_in_threadpool(_audit_denial, operation_id, token_info or {}, scope)
+        response = error_response(403, "PERMISSION_DENIED", denial[0], denial[1])
+        await _send(response, scope, receive, send)
+        return True
 
     @staticmethod
     def _denial(operation_id: str, token_info: dict | None) -> tuple[str, dict] | None:
@@ -386,24 +394,34 @@ class SecurityHeadersMiddleware:
 
         async def stamp(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["X-Content-Type-Options"] = "nosniff"
-                if self.production:
-                    headers["Strict-Transport-Security"] = HSTS
-                operation_id = (scope.get("state") or {}).get("operation_id")
-                if operation_id in runtime.get().no_store_operations:
-                    headers["Cache-Control"] = "no-store"
-                    headers["Pragma"] = "no-cache"
-                if message["status"] == 401 and "www-authenticate" not in headers:
-                    presented = ', error="invalid_token"' if self._presented_token(scope) else ""
-                    headers["WWW-Authenticate"] = f'Bearer realm="{REALM}"{presented}'
+                stamp_security_headers(MutableHeaders(scope=message), message["status"], scope,
+                                       production=self.production)
             await send(message)
 
         await self.app(scope, receive, stamp)
 
-    def _presented_token(self, scope: Scope) -> bool:
-        headers = dict(scope.get("headers") or [])
-        if headers.get(b"authorization", b"").strip() or headers.get(b"x-api-key", b"").strip():
-            return True
-        cookies = headers.get(b"cookie", b"")
-        return any(name.encode() + b"=" in cookies for name in (SESSION_COOKIE, REFRESH_COOKIE))
+
+def stamp_security_headers(headers: MutableHeaders, status: int, scope: Scope, *, production: bool) -> None:
+    """Add `SecurityHeadersMiddleware`'s headers to an answer's `headers` (its status, its request's `scope`).
+
+    Also called by the request-context middleware, which stamps them in its own single pass
+    over the answer's headers (`server/request_log.py`).
+    """
+    headers["X-Content-Type-Options"] = "nosniff"
+    if production:
+        headers["Strict-Transport-Security"] = HSTS
+    operation_id = (scope.get("state") or {}).get("operation_id")
+    if operation_id in runtime.get().no_store_operations:
+        headers["Cache-Control"] = "no-store"
+        headers["Pragma"] = "no-cache"
+    if status == 401 and "www-authenticate" not in headers:
+        presented = ', error="invalid_token"' if _presented_token(scope) else ""
+        headers["WWW-Authenticate"] = f'Bearer realm="{REALM}"{presented}'
+
+
+def _presented_token(scope: Scope) -> bool:
+    headers = dict(scope.get("headers") or [])
+    if headers.get(b"authorization", b"").strip() or headers.get(b"x-api-key", b"").strip():
+        return True
+    cookies = headers.get(b"cookie", b"")
+    return any(name.encode() + b"=" in cookies for name in (SESSION_COOKIE, REFRESH_COOKIE))
