@@ -4,7 +4,9 @@ Same database (persistence.db), same JWT verification (server.tokens.decode with
 TokenConfig the hub builds from the same settings) and the same per-request user/tenant
 lookup the hub's `authenticate_bearer` does, the same scope rule, the same queries
 (persistence functions), the same request validation (jsonschema against the operation's
-schemas in the resolved spec) and the same JSON out (handlers.views). Nothing else: no
+schemas in the resolved spec), the same change record (persistence.events.record_change: the
+audit entry, the event and its outbox rows, as the hub's handler writes them) and the same JSON
+out (handlers.views). Nothing else: no
 Connexion, no middleware stack, one threadpool hop per request for the blocking database work.
 
 `/api/v1/auth/me-limited` is `/api/v1/auth/me` plus the hub's rate-limit checks (plan window
@@ -29,7 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from handlers import views
-from persistence import accounts, audit, db, integrations, providers, tenants, users
+from persistence import accounts, db, events, integrations, providers, tenants, users
 from persistence.audit import Actor
 from persistence.db import transaction
 from persistence.errors import DomainError
@@ -187,9 +189,11 @@ def build(floor: Floor) -> Starlette:
                 tenant = tenants.get(session, tenant_id=user.tenant_id)
                 fields = {INTEGRATION_FIELDS[k]: v for k, v in body.items() if k in INTEGRATION_FIELDS}
                 row = integrations.create(session, tenant=tenant, provider=provider, fields=fields, enabled_by=user.id)
-                audit.record(session, tenant_id=user.tenant_id, actor=actor, action="integration.create",
-                             resource_type="integration", resource_id=row.integration.id, changes=body)
-                return views.integration(row), str(row.integration.id)
+                view = views.integration(row)
+                events.record_change(session, tenant_id=user.tenant_id, actor=actor, action="integration.create",
+                                     resource_type="integration", resource_id=row.integration.id, changes=body,
+                                     event_type="integration.created", data=view)
+                return view, str(row.integration.id)
 
         shaped, new_id = await run_in_threadpool(work)
         return JSONResponse(shaped, status_code=201, headers={"Location": f"/api/v1/tenant/integrations/{new_id}"})

@@ -7,11 +7,11 @@ import hashlib
 import json
 import logging
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from connexion import AsyncApp
-from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolution, Resolver
 from connexion import json_schema as connexion_json_schema
@@ -22,6 +22,7 @@ from connectors.outbound import OutboundPolicy
 from persistence import db, vault
 from server import connexion_patches, errors, idempotency, ratelimit, realtime, runtime
 from server.operation_policy import OperationPolicyMiddleware
+from server.pipeline import middleware_stack
 from server.observability import configure_logging
 from server.request_log import RequestContextMiddleware
 from server.security import no_store_operations
@@ -220,17 +221,17 @@ def build_runtime(settings: Settings, api_spec: dict[str, Any], root_spec: dict[
     )
 
 
-def add_middleware(app: AsyncApp, settings: Settings, specs: list[dict[str, Any]]) -> None:
-    """Install the hub's middleware around Connexion's routing, security and validation."""
-    # Rate limits, scopes, idempotency keys, deprecation headers, raw webhook bodies: one pass.
-    app.add_middleware(OperationPolicyMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, specs=specs)
-    # WebSocket /ws and its AsyncAPI document, inside the request-id/log and exception middleware.
-    app.add_middleware(realtime.RealtimeRoutes, position=MiddlewarePosition.BEFORE_SWAGGER)
-    # The request context (request id, body cap, CORS, security headers, log line) wraps
-    # Connexion's exception middleware, so error answers and preflights carry its headers too.
-    app.add_middleware(
-        RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, max_body_bytes=settings.max_body_bytes,
-        production=settings.is_production, cors={
+def hub_middlewares(settings: Settings, specs: list[dict[str, Any]]) -> list[Any]:
+    """The middleware list given to Connexion: its own, replaced where `server/pipeline.py` compiles them, and the hub's.
+
+    - Outside Connexion's exception middleware, so error answers and preflights carry its
+      headers too: the request context (request id, body cap, CORS, security headers, log line).
+    - Before Swagger UI: the WebSocket `/ws` and its AsyncAPI document.
+    - After routing and security, before validation: rate limits, scopes, idempotency keys,
+      deprecation headers, raw webhook bodies, in one pass (`OperationPolicyMiddleware`).
+    """
+    context = partial(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, production=settings.is_production, cors={
             "allow_origins": settings.origins,
             "allow_methods": ["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             "allow_headers": ["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key", "X-API-Key",
@@ -239,6 +240,9 @@ def add_middleware(app: AsyncApp, settings: Settings, specs: list[dict[str, Any]
             "expose_headers": ["X-Request-ID"],
             "max_age": 600,
         })
+    return middleware_stack(validate_responses=settings.response_validation, before_exception=[context],
+                            before_swagger=[realtime.RealtimeRoutes],
+                            before_validation=[partial(OperationPolicyMiddleware, specs=specs)])
 
 
 def create_app(settings: Settings | None = None) -> AsyncApp:
@@ -257,6 +261,7 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     runtime.install(build_runtime(settings, api_spec, root_spec))
     app = AsyncApp(
         __name__,
+        middlewares=hub_middlewares(settings, [api_spec, root_spec]),
         strict_validation=True,
         validate_responses=settings.response_validation,
         validator_map=validator_map(),
@@ -270,7 +275,6 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     app.add_api(resolved(api_spec, raw=load_spec(API_SPEC)), base_path="/api/v1", name="api")
     app.add_api(resolved(root_spec, raw=load_spec(ROOT_SPEC)), base_path="", name="root",
                 swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
-    add_middleware(app, settings, [api_spec, root_spec])
     errors.register(app, allowed_methods=lambda path: runtime.get().allowed_methods(path))
     return app
 

@@ -255,6 +255,7 @@ class RateLimits:
     clock: Callable[[], float] = time.time  # of the in-memory counters and of the headers
     limiter: SlidingWindowCounterRateLimiter = field(init=False)
     _hit: Callable[[list[Hit]], list[tuple[bool, Window]]] = field(init=False, repr=False)
+    _items: dict[tuple[str, str], RateLimitItem] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.storage_uri.startswith("memory://"):
@@ -274,6 +275,21 @@ class RateLimits:
         item = parse(rule) if isinstance(rule, str) else rule
         amount = max(1, int(item.amount * self.scale))
         return type(item)(amount, item.multiples, item.namespace)
+
+    def plan_item(self, plan: str) -> RateLimitItem:
+        """The scaled limit of a plan (`x-plan-limits`: requests per PLAN_WINDOW_MINUTES), built once per plan."""
+        item = self._items.get(("plan", plan))
+        if item is None:
+            window = RateLimitItemPerMinute(self.plan_limits[plan], PLAN_WINDOW_MINUTES)
+            item = self._items[("plan", plan)] = self.item(window)
+        return item
+
+    def class_item(self, klass: str) -> RateLimitItem:
+        """The scaled limit of an endpoint class (`x-rate-limit-classes`: requests per minute), built once per class."""
+        item = self._items.get(("class", klass))
+        if item is None:
+            item = self._items[("class", klass)] = self.item(RateLimitItemPerMinute(self.class_limits[klass]))
+        return item
 
     def check(self, checks: list[tuple[str, RateLimitItem, tuple[str, ...]]]) -> tuple[dict[str, str], int | None, str]:
         """Hit every (name, limit, key) and return (headers, retry_after or None, name of the limit hit).
@@ -421,9 +437,8 @@ class RateLimitMiddleware:
                                                   else f"ip:{(scope.get('client') or ('unknown',))[0]}")
         checks = []
         if tenant and plan in limits.plan_limits:
-            window = RateLimitItemPerMinute(limits.plan_limits[plan], PLAN_WINDOW_MINUTES)
-            checks.append(("plan", limits.item(window), ("plan", caller)))
+            checks.append(("plan", limits.plan_item(plan), ("plan", caller)))
         klass = limits.operation_classes.get(operation_id)
         if klass in limits.class_limits:
-            checks.append((klass, limits.item(RateLimitItemPerMinute(limits.class_limits[klass])), (klass, caller)))
+            checks.append((klass, limits.class_item(klass), (klass, caller)))
         return checks

@@ -1,0 +1,271 @@
+"""The hub's request pipeline: Connexion's middlewares, with the per-request work moved to start-up.
+
+`middleware_stack` is the list the app factory gives Connexion (its `middlewares` argument):
+Connexion's defaults, with three of them replaced by subclasses that do the same with what
+can be decided once per operation decided once (performance issue), and response validation
+left out when it is off (it would only pass each request on):
+
+- `FastSwaggerUIMiddleware`: Swagger UI and `openapi.json`, without a router walk for every
+  other request.
+- `CompiledRequestValidationMiddleware`: request validation with the operation's parameter
+  validator, URI parser and body validators built once, not per request.
+- `HandlerMiddleware`, in place of `ContextMiddleware`: below.
+
+Connexion's stack ends with `ContextMiddleware` (which binds `connexion.context`) and its
+`AsyncApp`, which routes the request to the operation again and runs a decorator chain per
+request: a Starlette request and a `ConnexionRequest` are built, the URI parser resolves the
+parameters, the parameter decorator inspects what the handler takes, the response decorator
+shapes its answer (performance issue: about a quarter of the hub's fixed per-request cost).
+
+`HandlerMiddleware` takes `ContextMiddleware`'s place in the list of middlewares given to the
+app (Connexion's `middlewares` argument). For every operation it binds the same context, and
+for the operations it can call directly (below) it calls the handler itself with the arguments
+Connexion's own functions compute (`get_arguments`, the operation's URI parser) from what was
+decided once per operation: the handler, its argument names, sync or async, the parser. The
+answer is shaped by Connexion's own `AsyncResponseDecorator`. Every other operation, and any
+request whose body is not JSON, passes on to Connexion's app unchanged.
+
+Called directly: operations whose request body, when they have one, is JSON only (no forms, no
+files, no raw bytes), whose handler takes no `**kwargs`, and which are not TRACE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import typing as t
+
+from connexion.context import _context, _operation, _receive, _scope
+from connexion.decorators.parameter import get_arguments, inspect_function_arguments, sanitized, unwrap_decorators
+from connexion.decorators.response import AsyncResponseDecorator
+from connexion.frameworks.starlette import Starlette as StarletteFramework
+from connexion.jsonifier import Jsonifier
+from connexion.lifecycle import ConnexionResponse
+from connexion.middleware import ConnexionMiddleware
+from connexion.middleware.abstract import RoutedAPI, RoutedMiddleware
+from connexion.middleware.context import ContextMiddleware
+from connexion.middleware.exceptions import ExceptionMiddleware
+from connexion.middleware.request_validation import (RequestValidationAPI, RequestValidationMiddleware,
+                                                     RequestValidationOperation)
+from connexion.middleware.response_validation import ResponseValidationMiddleware
+from connexion.middleware.swagger_ui import SwaggerUIMiddleware
+from connexion.operations import AbstractOperation
+from connexion.utils import is_json_mimetype, is_nullable
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
+from starlette.responses import Response as StarletteResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+CONTEXT_ARGUMENT = "context_"  # connexion.decorators.parameter.CONTEXT_NAME
+# What the Swagger UI middleware serves (SwaggerUIOptions defaults: `/openapi.json`, `/ui`, its
+# config and static files under `/ui/`); any other path goes straight on.
+SWAGGER_UI_MARKERS = ("/openapi.json", "/ui", "/swagger-ui-config.json")
+
+
+def middleware_stack(*, validate_responses: bool, before_exception: t.Sequence[t.Any] = (),
+                     before_swagger: t.Sequence[t.Any] = (), before_validation: t.Sequence[t.Any] = ()) -> list[t.Any]:
+    """Connexion's default middlewares with the hub's replacements (module docstring), in Connexion's order.
+
+    The hub's own middlewares (classes, or `functools.partial` of a class and its options) go
+    where Connexion's `add_middleware` would put them at the `MiddlewarePosition` of the same
+    name, in the order given (outermost first): `add_middleware` finds a position by the exact
+    class, which the replacements are not.
+    """
+    replaced = {SwaggerUIMiddleware: FastSwaggerUIMiddleware, ContextMiddleware: HandlerMiddleware,
+                RequestValidationMiddleware: CompiledRequestValidationMiddleware}
+    inserted = {ExceptionMiddleware: before_exception, SwaggerUIMiddleware: before_swagger,
+                RequestValidationMiddleware: before_validation}
+    stack: list[t.Any] = []
+    for middleware in ConnexionMiddleware.default_middlewares:
+        if middleware is ResponseValidationMiddleware and not validate_responses:
+            continue
+        stack.extend(inserted.get(middleware, ()))
+        stack.append(replaced.get(middleware, middleware))
+    return stack
+
+
+class FastSwaggerUIMiddleware(SwaggerUIMiddleware):
+    """Connexion's Swagger UI middleware; a request for none of its paths skips its router."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else None
+        if path is not None and not any(marker in path for marker in SWAGGER_UI_MARKERS):
+            # What its router does with a path it does not serve: the next app, with the scope as it came.
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+class CompiledRequestValidationOperation(RequestValidationOperation):
+    """Connexion's request validation of one operation, with its validators built once.
+
+    Connexion builds the URI parser, the parameter validator and the body validator on every
+    request; they depend only on the operation and the request's media type and encoding, and
+    keep no state between requests, so they are built at start-up (the parameter validator)
+    or at the first request of each media type (the body validator).
+    """
+
+    def __init__(self, next_app: ASGIApp, **kwargs: t.Any) -> None:
+        super().__init__(next_app, **kwargs)
+        operation = self._operation
+        uri_parser = operation._uri_parser_class(operation.parameters, operation.body_definition())
+        self._parameters = self._validator_map["parameter"](
+            operation.parameters, uri_parser=uri_parser, strict_validation=self.strict_validation,
+            security_query_params=self.security_query_params)
+        self._bodies: dict[tuple[str, str], t.Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Validate parameters, media type and body as Connexion does; then the next app."""
+        self._parameters.validate(scope)
+        mime_type, encoding = self.extract_content_type(scope["headers"])
+        self.validate_mime_type(mime_type)
+        validator = self._bodies.get((mime_type, encoding))
+        if validator is None:
+            validator = self._bodies[(mime_type, encoding)] = self._body_validator(mime_type, encoding)
+        if validator is not False:
+            receive, scope = await validator.wrap_receive(receive, scope=scope)
+        await self.next_app(scope, receive, send)
+
+    def _body_validator(self, mime_type: str, encoding: str) -> t.Any:
+        # False: nothing to validate for this media type (no schema, or no validator for it).
+        operation = self._operation
+        schema = operation.body_schema(mime_type)
+        validator_class = self._validator_map["body"].get(mime_type) if schema else None
+        if validator_class is None:
+            return False
+        return validator_class(
+            schema=schema, required=operation.request_body.get("required", False),
+            nullable=is_nullable(operation.body_definition(mime_type)), encoding=encoding,
+            strict_validation=self.strict_validation,
+            uri_parser=operation.uri_parser_class(operation.parameters, operation.body_definition()))
+
+
+class CompiledRequestValidationAPI(RequestValidationAPI):
+    """The request validation of one served contract, each operation compiled."""
+
+    def make_operation(self, operation: AbstractOperation) -> CompiledRequestValidationOperation:
+        """Return the compiled validation of `operation`."""
+        return CompiledRequestValidationOperation(self.next_app, operation=operation,
+                                                  strict_validation=self.strict_validation,
+                                                  validator_map=self.validator_map)
+
+
+class CompiledRequestValidationMiddleware(RequestValidationMiddleware):
+    """Connexion's request validation middleware over compiled operations."""
+
+    api_cls = CompiledRequestValidationAPI
+
+
+class HandlerOperation:
+    """One operation: bind Connexion's context, then call the handler directly or pass the request on.
+
+    `operation` is Connexion's operation (its handler resolved by the app's resolver);
+    `next_app` Connexion's own app, which serves what this does not call directly.
+    """
+
+    def __init__(self, next_app: ASGIApp, *, operation: AbstractOperation, jsonifier: Jsonifier) -> None:
+        self.next_app = next_app
+        self.operation = operation
+        function = operation.function
+        self.function = function
+        self.is_async = asyncio.iscoroutinefunction(function)
+        self.arguments, self.has_kwargs = inspect_function_arguments(unwrap_decorators(function))
+        self.uri_parser = operation.uri_parser_class(operation.parameters, operation.body_definition())
+        self.response = AsyncResponseDecorator(framework=StarletteFramework, jsonifier=jsonifier)
+        self.has_body = operation.is_request_body_defined
+        consumes = operation.consumes if self.has_body else []
+        self.direct = (not self.has_kwargs and operation.method.upper() != "TRACE"
+                       and all(is_json_mimetype(media) for media in consumes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        context = scope.get("extensions", {}).get("connexion_context", {})
+        _context.set(context)
+        _operation.set(self.operation)
+        _receive.set(receive)
+        _scope.set(scope)
+        if not self.direct:
+            await self.next_app(scope, receive, send)
+            return
+        content_type = _header(scope, b"content-type") or "application/octet-stream"
+        body = None
+        body_name = sanitized(self.operation.body_name(content_type))
+        if body_name in self.arguments:
+            if not is_json_mimetype(content_type):
+                await self.next_app(scope, receive, send)  # Connexion passes such a body as bytes
+                return
+            body = _json_or_none(await _read_body(receive))
+        kwargs = self._arguments(scope, context, body, content_type)
+        if self.is_async:
+            answer = await self.function(**kwargs)
+        else:
+            answer = await run_in_threadpool(self.function, **kwargs)
+        if isinstance(answer, StarletteResponse):
+            response = answer
+        elif isinstance(answer, ConnexionResponse):
+            response = StarletteFramework.connexion_to_framework_response(answer)
+        else:
+            response = self.response.build_framework_response(answer)
+        await response(scope, receive, send)
+
+    def _arguments(self, scope: Scope, context: dict, body: t.Any, content_type: str) -> dict[str, t.Any]:
+        # What connexion.decorators.parameter.prep_kwargs computes from a ConnexionRequest.
+        query = QueryParams(scope.get("query_string", b""))
+        kwargs = get_arguments(
+            self.operation,
+            path_params=self.uri_parser.resolve_path(scope.get("path_params", {})),
+            query_params=self.uri_parser.resolve_query({key: query.getlist(key) for key in query}),
+            body=body, files={}, arguments=self.arguments, has_kwargs=False, sanitize=sanitized,
+            content_type=content_type.partition(";")[0].strip(),
+        )
+        kwargs = {sanitized(key): value for key, value in kwargs.items()}
+        for key, value in context.items():
+            if key in self.arguments:
+                kwargs[key] = value
+        if CONTEXT_ARGUMENT in self.arguments:
+            kwargs[CONTEXT_ARGUMENT] = context
+        return kwargs
+
+
+class HandlerAPI(RoutedAPI[HandlerOperation]):
+    """The operations of one served contract, each a `HandlerOperation`."""
+
+    def __init__(self, *args: t.Any, jsonifier: Jsonifier | None = None, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.jsonifier = jsonifier or Jsonifier()
+        self.add_paths()
+
+    def make_operation(self, operation: AbstractOperation) -> HandlerOperation:
+        """Return the compiled operation."""
+        return HandlerOperation(self.next_app, operation=operation, jsonifier=self.jsonifier)
+
+
+class HandlerMiddleware(RoutedMiddleware[HandlerAPI]):
+    """Connexion's `ContextMiddleware`, also calling the handlers it can call directly (module docstring)."""
+
+    api_cls = HandlerAPI
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _json_or_none(body: bytes) -> t.Any:
+    # ConnexionRequest.json(): Starlette's Request.json(), None when the bytes are not JSON.
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
