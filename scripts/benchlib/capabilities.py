@@ -36,7 +36,7 @@ from benchlib.fixture import ROOT
 
 SIZES = {
     # Webhooks, realtime and sync at their `--only` sizes; search at 100k records on SQLite (the
-    # 1M loads and PostgreSQL take ~12 minutes). About 1.5 minutes on the 2-core machine.
+    # 1M loads and PostgreSQL take ~12 minutes). 1-2 minutes on the 2-core machine, by its load.
     "full": {"webhook_events": 3000, "webhook_latency_samples": 200, "webhook_concurrency": 16,
              "realtime_sockets": 1000, "realtime_rounds": 20, "sync_accounts": 5000, "search_records": 100_000,
              "search_samples": 40},
