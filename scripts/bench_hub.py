@@ -4,7 +4,10 @@ Phases: prepare a SQLite database (migrated, bootstrapped, 10k catalog providers
 tenant per measurement); cold start (fresh interpreters); CPU µs/request in-process; req/s
 and p50/p99 under wrk with both apps under uvicorn (production settings, then with response
 validation on); peak RSS; cost growth of the catalog (offset) and audit log (cursor) pages at
-10k/100k/1M rows. Prints a table with each target's PASS/MISS and writes build/bench.json.
+10k/100k/1M rows; then the new capabilities' headline figures at reduced sizes (webhook
+deliveries/s and latency, event -> WebSocket latency, sync ingestion, search p95: see
+benchlib/capabilities.py; `--no-capabilities` skips them). Prints a table with each target's
+PASS/MISS and writes build/bench.json.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-from benchlib import coldstart, growth, inprocess, report, throughput, wrk
+from benchlib import capabilities, coldstart, growth, inprocess, report, throughput, wrk
 from benchlib.asgi import AsgiClient
 from benchlib.fixture import RATE_LIMIT_SCALE, BenchEnv, prepare
 
@@ -85,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke run (~1 minute)")
     parser.add_argument("--no-wrk", action="store_true", help="skip the throughput runs under wrk")
+    parser.add_argument("--no-capabilities", action="store_true",
+                        help="skip the new capabilities' phase (webhooks, realtime, sync, search; ~3 minutes)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json", help="where to write the JSON")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench", help="database, logs, scratch")
     parser.add_argument("--keep-db", action="store_true", help="keep the benchmark database afterwards")
@@ -121,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     log("Cold start ...")
     results = {"cold_start": coldstart.measure(env.environ(), fixture.take().token, runs=mode["cold_runs"])}
     results.update(uvloop.run(_measure_apps(env, fixture, mode, use_wrk)))
+    if not args.no_capabilities:
+        log("New capabilities: webhooks, realtime, sync, search (in a child process) ...")
+        results["capabilities"] = capabilities.run(env.workdir / "capabilities", mode=mode_name, log=log)
 
     figures, targets = report.build(results)
     meta = {"mode": mode_name, "rounds": mode["rounds"], "catalog_providers": mode["providers"],
@@ -128,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             "wrk_seconds": mode["wrk_seconds"] if use_wrk else None, "connections": wrk.CONNECTIONS,
             "cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_start": load_start,
             "loadavg_end": _loadavg(), "duration_s": round(time.perf_counter() - started, 1),
+            "capabilities": ({**results["capabilities"]["sizes"], "duration_s": results["capabilities"]["duration_s"]}
+                             if "capabilities" in results else None),
             "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                   text=True, check=False).stdout.strip()}
     document = {"meta": meta, **figures, "targets": targets}

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -242,5 +243,6 @@ def measure(*, sockets: int = 1000, rounds: int = 20, log=print) -> dict:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    shutil.rmtree(work, ignore_errors=True)  # kept when the run failed: its hub.log says why
     figures["targets"] = {name: ("PASS" if figures[name] <= limit else "MISS") for name, limit in TARGETS.items()}
     return figures

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 
+from benchlib import capabilities
 from benchlib.ops import OPERATIONS
 
 CPU_TARGET = {"production": 0.85, "validate_responses": 0.65}
@@ -78,6 +79,9 @@ def build(results: dict) -> tuple[dict, list[dict]]:
     figures["cold_start"] = results["cold_start"]
     targets.append({"name": "hub cold start: import + build + start-up (s)", "value": cold,
                     "target": f"<= {COLD_START_MAX_S}", "pass": cold <= COLD_START_MAX_S})
+    if results.get("capabilities"):
+        figures["capabilities"] = results["capabilities"]
+        targets += capabilities.targets(results["capabilities"])
     return figures, targets
 
 
@@ -142,6 +146,8 @@ def table(figures: dict, targets: list[dict], meta: dict) -> str:
         lines.append(f"Cold start {app:<5}: ready {c['ready_s']['median']:.2f} s (import {c['import_s']['median']:.2f} + "
                      f"build {c['build_s']['median']:.2f} + start-up {c['startup_s']['median']:.2f}); first request "
                      f"{c['first_request_s']['median'] * 1e3:.0f} ms; whole process {c['process_s']['median']:.2f} s")
+    if figures.get("capabilities"):
+        lines += ["", *capabilities.table(figures["capabilities"])]
     lines += ["", "Targets:"]
     for t in targets:
         lines.append(f"  {_verdict(t['pass'])}  {t['name']}: {t['value']:.2f} (target {t['target']})")

@@ -262,6 +262,40 @@ def _runner(settings):
     return SyncRunner(flow_context(settings, outbound), policy_of(settings), name=f"bench-{uuid.uuid4().hex[:6]}")
 
 
+def _ingest(runner, tenant_id: uuid.UUID, base_url: str, accounts: int, figures: dict, log):
+    """The full-sync ingestion measurement: a full run of every entity into a new connected integration.
+
+    Adds `full` (the run's seconds and counts) and `records_per_s` (records added / wall seconds)
+    to `figures`; returns the integration (the later measurements reuse it and its records) and the
+    run's unrounded summary.
+    """
+    integration = _integration(tenant_id, base_url)
+    log(f"Sync: full run of {3 * accounts:,} records (accounts and contacts) from the sandbox ...")
+    full = _run(runner, integration.id, full=True)
+    figures["full"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in full.items()}
+    figures["records_per_s"] = round(full["added"] / full["seconds"], 1)
+    log(f"  {full['added']:,} records in {full['seconds']:.2f} s: {figures['records_per_s']:,} records/s "
+        f"({full['pages']} pages, {full['requests']} requests)")
+    return integration, full
+
+
+def measure_ingestion(env: BenchEnv, *, accounts: int, log) -> dict:
+    """Full-sync ingestion alone on a fresh SQLite database under `env` (the main bench's capabilities phase).
+
+    `accounts`: the sandbox's dataset size (3 records each: the account and two contacts). Returns
+    {"sandbox_accounts", "sandbox_records", "full", "records_per_s"}; raises RuntimeError when a run fails.
+    """
+    fixture = prepare(env, providers=1, accounts=1)
+    sandbox, base_url = _sandbox(accounts)
+    figures: dict = {"sandbox_accounts": accounts, "sandbox_records": 3 * accounts}
+    try:
+        _ingest(_runner(_settings(env)), fixture.take().tenant_id, base_url, accounts, figures, log)
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=10)
+    return figures
+
+
 def measure(env: BenchEnv, *, accounts: int, deep_records: int, page_samples: int, webhook_samples: int,
             log) -> dict:
     """Run the four measurements on a fresh SQLite database under `env`; return the figures and targets."""
@@ -275,13 +309,7 @@ def measure(env: BenchEnv, *, accounts: int, deep_records: int, page_samples: in
     figures: dict = {"sandbox_accounts": accounts, "sandbox_records": 3 * accounts}
     try:
         runner = _runner(settings)
-        integration = _integration(account.tenant_id, base_url)
-        log(f"Sync: full run of {3 * accounts:,} records (accounts and contacts) from the sandbox ...")
-        full = _run(runner, integration.id, full=True)
-        figures["full"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in full.items()}
-        figures["records_per_s"] = round(full["added"] / full["seconds"], 1)
-        log(f"  {full['added']:,} records in {full['seconds']:.2f} s: {figures['records_per_s']:,} records/s "
-            f"({full['pages']} pages, {full['requests']} requests)")
+        integration, full = _ingest(runner, account.tenant_id, base_url, accounts, figures, log)
 
         log("Sync: the same full run into integrations with and without search, alternated (indexing cost) ...")
         spent: dict[str, list[float]] = {"on": [], "off": []}
