@@ -113,9 +113,15 @@ class CompiledRequestValidationOperation(RequestValidationOperation):
             operation.parameters, uri_parser=uri_parser, strict_validation=self.strict_validation,
             security_query_params=self.security_query_params)
         self._bodies: dict[tuple[str, str], t.Any] = {}
+        # Nothing to validate: no parameters (an unexpected query parameter is refused by the
+        # strict check, so only requests without a query string qualify) and no body.
+        self._bare = not operation.parameters and not operation.is_request_body_defined
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Validate parameters, media type and body as Connexion does; then the next app."""
+        if self._bare and not scope.get("query_string"):
+            await self.next_app(scope, receive, send)
+            return
         self._parameters.validate(scope)
         mime_type, encoding = self.extract_content_type(scope["headers"])
         self.validate_mime_type(mime_type)
@@ -173,6 +179,7 @@ class HandlerOperation:
         self.uri_parser = operation.uri_parser_class(operation.parameters, operation.body_definition())
         self.response = AsyncResponseDecorator(framework=StarletteFramework, jsonifier=jsonifier)
         self.has_body = operation.is_request_body_defined
+        self.bare = not operation.parameters and not self.has_body
         consumes = operation.consumes if self.has_body else []
         self.direct = (not self.has_kwargs and operation.method.upper() != "TRACE"
                        and all(is_json_mimetype(media) for media in consumes))
@@ -208,7 +215,20 @@ class HandlerOperation:
         await response(scope, receive, send)
 
     def _arguments(self, scope: Scope, context: dict, body: t.Any, content_type: str) -> dict[str, t.Any]:
-        # What connexion.decorators.parameter.prep_kwargs computes from a ConnexionRequest.
+        # What connexion.decorators.parameter.prep_kwargs computes from a ConnexionRequest; for
+        # an operation without parameters or body, get_arguments has nothing to add.
+        if self.bare:
+            kwargs = {}
+        else:
+            kwargs = self._declared_arguments(scope, body, content_type)
+        for key, value in context.items():
+            if key in self.arguments:
+                kwargs[key] = value
+        if CONTEXT_ARGUMENT in self.arguments:
+            kwargs[CONTEXT_ARGUMENT] = context
+        return kwargs
+
+    def _declared_arguments(self, scope: Scope, body: t.Any, content_type: str) -> dict[str, t.Any]:
         query = QueryParams(scope.get("query_string", b""))
         kwargs = get_arguments(
             self.operation,
@@ -217,13 +237,7 @@ class HandlerOperation:
             body=body, files={}, arguments=self.arguments, has_kwargs=False, sanitize=sanitized,
             content_type=content_type.partition(";")[0].strip(),
         )
-        kwargs = {sanitized(key): value for key, value in kwargs.items()}
-        for key, value in context.items():
-            if key in self.arguments:
-                kwargs[key] = value
-        if CONTEXT_ARGUMENT in self.arguments:
-            kwargs[CONTEXT_ARGUMENT] = context
-        return kwargs
+        return {sanitized(key): value for key, value in kwargs.items()}
 
 
 class HandlerAPI(RoutedAPI[HandlerOperation]):

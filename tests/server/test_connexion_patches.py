@@ -65,22 +65,29 @@ def count_signature_reads(monkeypatch):
     return count_signature_reads_in(connexion_parameter, monkeypatch)
 
 
+# An operation server/pipeline.py leaves to Connexion's own app (its handler takes **kwargs), so
+# it runs through the decorator chain these patches build once.
+THROUGH_CONNEXION = ("/api/v1/tenant/audit-logs", "list_tenant_audit_logs")
+
+
 def test_the_decorator_chain_is_built_once_per_operation(client, tenant_admin, count_signature_reads):
+    path, handler = THROUGH_CONNEXION
     for _ in range(4):
-        assert client.get("/api/v1/auth/me", headers=tenant_admin.headers).status_code == 200
+        assert client.get(path, headers=tenant_admin.headers).status_code == 200
     # Built when the operation first ran (possibly before this test), never per request.
-    assert count_signature_reads.count("get_me") <= 1
+    assert count_signature_reads.count(handler) <= 1
 
 
 def test_without_the_patch_connexion_rebuilds_the_chain_per_request(client, tenant_admin, count_signature_reads):
     # The control for the test above: Connexion's own `fn` inspects the handler on every request.
+    path, handler = THROUGH_CONNEXION
     connexion_patches.uninstall()
     try:
         for _ in range(3):
-            assert client.get("/api/v1/auth/me", headers=tenant_admin.headers).status_code == 200
+            assert client.get(path, headers=tenant_admin.headers).status_code == 200
     finally:
         connexion_patches.install()
-    assert count_signature_reads.count("get_me") == 3
+    assert count_signature_reads.count(handler) == 3
 
 
 def test_the_security_handler_inspects_the_bearer_function_once(client, tenant_admin, monkeypatch):

@@ -1,0 +1,146 @@
+"""server/pipeline.py: the middleware list given to Connexion, and the handlers it calls directly.
+
+The direct call must answer exactly what Connexion's own app answers: the same requests go to
+the hub and to a twin whose operations all pass on to Connexion's app, and the answers compare
+equal (status, headers, body), successes and refusals alike.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from connexion.decorators import parameter as connexion_parameter
+from connexion.middleware.response_validation import ResponseValidationMiddleware
+from starlette.testclient import TestClient
+
+from server import connexion_patches
+from server.app import create_app
+from server.pipeline import (CompiledRequestValidationMiddleware, FastSwaggerUIMiddleware, HandlerMiddleware,
+                             HandlerOperation)
+from tests import factories
+
+VOLATILE_HEADERS = {"x-request-id", "x-ratelimit-remaining", "x-ratelimit-reset", "date", "location"}
+VOLATILE_FIELDS = {"updatedAt", "timestamp"}  # the twin answers a moment later
+
+
+def _operations(app) -> dict[str, HandlerOperation]:
+    stack = app.middleware.middleware_stack
+    handler = next(middleware for middleware in stack if isinstance(middleware, HandlerMiddleware))
+    return {op_id: op for apis in handler.apis.values() for api in apis for op_id, op in api.operations.items()}
+
+
+@pytest.fixture(scope="module")
+def through_connexion(settings):
+    """A twin of the hub whose operations all go through Connexion's own app (none called directly)."""
+    twin = create_app(settings)
+    with TestClient(twin, raise_server_exceptions=False) as twin_client:
+        assert twin_client.get("/health").status_code == 200  # builds the middleware stack
+        for operation in _operations(twin).values():
+            operation.direct = False
+        yield twin_client
+
+
+def _answer(response) -> tuple[int, dict, object]:
+    headers = {k: v for k, v in response.headers.items() if k not in VOLATILE_HEADERS}
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else response.text
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body["error"].pop("requestId", None)
+    if isinstance(body, dict):
+        body = {key: value for key, value in body.items() if key not in VOLATILE_FIELDS}
+    return response.status_code, headers, body
+
+
+def test_the_stack_is_connexions_with_the_compiled_replacements(app, client):
+    client.get("/health")
+    names = [type(middleware).__name__ for middleware in app.middleware.middleware_stack]
+    assert names.index("RoutingMiddleware") < names.index("SecurityMiddleware") < names.index(
+        "OperationPolicyMiddleware") < names.index("CompiledRequestValidationMiddleware") < names.index(
+        "HandlerMiddleware")
+    assert "ContextMiddleware" not in names and "SwaggerUIMiddleware" not in names
+    assert any(isinstance(m, FastSwaggerUIMiddleware) for m in app.middleware.middleware_stack)
+    assert any(isinstance(m, CompiledRequestValidationMiddleware) for m in app.middleware.middleware_stack)
+    # The suite's settings validate responses; production's leave the layer out.
+    assert any(isinstance(m, ResponseValidationMiddleware) for m in app.middleware.middleware_stack)
+
+
+def test_response_validation_is_left_out_when_off(settings):
+    production = create_app(settings.model_copy(update={"validate_responses": False}))
+    with TestClient(production, raise_server_exceptions=False) as production_client:
+        assert production_client.get("/health").status_code == 200
+        assert not any(isinstance(m, ResponseValidationMiddleware) for m in production.middleware.middleware_stack)
+
+
+def test_nearly_every_operation_is_called_directly(app, client):
+    client.get("/health")
+    left = sorted(op_id for op_id, op in _operations(app).items() if not op.direct)
+    # **kwargs handlers and the raw-body webhook receiver stay on Connexion's app.
+    assert left == ["list_audit_logs", "list_tenant_audit_logs", "receive_incoming_webhook"]
+
+
+def test_a_direct_call_builds_no_decorator_chain(client, tenant_admin, monkeypatch):
+    calls: list[str] = []
+    original = connexion_parameter.inspect_function_arguments
+    monkeypatch.setattr(connexion_parameter, "inspect_function_arguments",
+                        lambda function: calls.append(function.__name__) or original(function))
+    connexion_patches.uninstall()  # Connexion's own chain would inspect the handler on every request
+    try:
+        for _ in range(3):
+            assert client.get("/api/v1/auth/me", headers=tenant_admin.headers).status_code == 200
+    finally:
+        connexion_patches.install()
+    assert calls == []
+
+
+def test_direct_calls_answer_as_connexion_does(client, through_connexion, tenant_admin, super_admin):
+    provider = factories.create_provider(client, super_admin)
+    integration = factories.enable_integration(client, tenant_admin, provider["id"])
+    unknown = str(uuid.uuid4())
+    auth = tenant_admin.headers
+    requests = [
+        ("GET", "/api/v1/auth/me", {}),
+        ("GET", "/api/v1/integrations?limit=2&sortBy=name&sortOrder=desc", {}),
+        ("GET", "/api/v1/integrations?limit=0", {}),
+        ("GET", "/api/v1/integrations?bogus=1", {}),
+        ("GET", f"/api/v1/tenant/integrations/{integration['id']}", {}),
+        ("GET", f"/api/v1/tenant/integrations/{unknown}", {}),
+        ("GET", "/api/v1/tenant/integrations/not-a-uuid", {}),
+        ("PATCH", f"/api/v1/tenant/integrations/{integration['id']}", {"json": {"description": "patched"}}),
+        ("PATCH", f"/api/v1/tenant/integrations/{integration['id']}", {"json": {"unknownField": 1}}),
+        ("PATCH", f"/api/v1/tenant/integrations/{integration['id']}",
+         {"content": b"{not json", "headers": {"Content-Type": "application/json"}}),
+        ("POST", "/api/v1/tenant/integrations", {"json": {"integrationId": unknown, "name": "x"}}),
+        ("GET", "/api/v1/", {}),
+        ("GET", "/health", {}),
+    ]
+    for method, path, extra in requests:
+        headers = {**auth, **extra.pop("headers", {})}
+        direct = client.request(method, path, headers=headers, **extra)
+        through = through_connexion.request(method, path, headers=headers, **extra)
+        assert _answer(direct) == _answer(through), (method, path)
+
+
+def test_created_resources_are_answered_alike(client, through_connexion, tenant_admin):
+    answers = []
+    for http in (client, through_connexion):
+        email = f"pipeline-{uuid.uuid4().hex[:8]}@example.com"
+        created = http.post("/api/v1/tenant/users", headers=tenant_admin.headers,
+                            json={"email": email, "name": "Pipe", "role": "user", "password": "a-long-enough-password"})
+        assert created.status_code == 201, created.text
+        body = created.json()
+        assert created.headers["location"].endswith(body["id"]) and body["email"] == email
+        answers.append((created.headers["content-type"], sorted(body), body["role"], body["name"]))
+    assert answers[0] == answers[1]
+
+
+def test_the_contract_is_still_served_and_its_trailing_slash_redirected(client):
+    assert client.get("/api/v1/openapi.json").json()["info"]["title"]
+    assert client.get("/openapi.json").status_code == 200
+    redirected = client.get("/api/v1/openapi.json/", follow_redirects=False)
+    assert redirected.status_code in (307, 308) and redirected.headers["location"].endswith("/api/v1/openapi.json")
+
+
+def test_an_operation_without_parameters_still_refuses_a_query_parameter(client, tenant_admin):
+    refused = client.get("/api/v1/auth/me?unexpected=1", headers=tenant_admin.headers)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "VALIDATION_ERROR"
