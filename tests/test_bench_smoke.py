@@ -1,5 +1,9 @@
 """Smoke test of the benchmark: `./scripts/bench --quick` runs every phase and writes its report.
 
+The quick run measures three apps (the bare-Starlette floor, the idiomatic FastAPI app of
+scripts/bench_fastapi.py, the hub) and first checks that the FastAPI app answers the benchmarked
+requests as the floor does (status and body); the report must carry all three.
+
 Nothing about speed is asserted: a quick run's figures mean nothing. It runs on its own SQLite
 database and free ports, so it does not depend on the suite's `--db`; it is skipped on the
 PostgreSQL run so the suite does not pay for it twice.
@@ -29,18 +33,33 @@ def test_quick_bench_writes_its_report(tmp_path: Path, request: pytest.FixtureRe
     assert done.returncode == 0, done.stderr[-4000:]
     assert "Targets:" in done.stdout
     report = json.loads(out.read_text())
-    assert {"meta", "cpu_us", "wrk", "growth", "cold_start", "targets"} <= report.keys()
+    assert {"meta", "parity", "cpu_us", "wrk", "growth", "cold_start", "targets"} <= report.keys()
     assert report["meta"]["mode"] == "quick"
     assert set(report["cpu_us"]) == {"production", "validate_responses"}
     for per_op in report["cpu_us"].values():
         assert set(per_op) == OPERATIONS
-        assert all(entry["floor"]["median"] > 0 and entry["hub"]["median"] > 0 for entry in per_op.values())
+        for entry in per_op.values():
+            assert entry["floor"]["median"] > 0 and entry["fastapi"]["median"] > 0 and entry["hub"]["median"] > 0
+            assert entry["fastapi_ratio"] == entry["fastapi"]["median"] / entry["hub"]["median"]
     if report["wrk"] is not None:
         assert set(report["wrk"]["production"]["ops"]) == OPERATIONS
+        for entry in report["wrk"]["production"]["ops"].values():
+            assert all(entry[app]["rps"]["median"] > 0 for app in ("floor", "fastapi", "hub"))
+            assert entry["fastapi_rps_ratio"] == entry["hub"]["rps"]["median"] / entry["fastapi"]["rps"]["median"]
         assert report["wrk"]["production"]["hub_peak_rss_mib"] > 0
+        assert report["wrk"]["fastapi_peak_rss_mib"] > 0 and report["wrk"]["floor_peak_rss_mib"] > 0
     assert len(report["growth"]["sizes"]) == len(report["growth"]["audit"]["deep"]) == 2
-    assert {"hub", "floor"} <= report["cold_start"].keys()
+    assert {"hub", "floor", "fastapi"} <= report["cold_start"].keys()
     assert all({"name", "value", "target", "pass"} <= target.keys() for target in report["targets"])
+    names = {target["name"] for target in report["targets"]}
+    assert {f"cpu production {op}: FastAPI/hub CPU" for op in OPERATIONS} <= names
+    if report["wrk"] is not None:
+        assert {f"wrk production {op}: hub/FastAPI req/s" for op in OPERATIONS} <= names
+    # The FastAPI app answered every benchmarked operation and the refused requests as the floor did.
+    assert {case["case"]: case["status"] for case in report["parity"]} == {
+        "catalog": 200, "me": 200, "create": 201, "me_limited": 200, "catalog: unknown parameter": 400,
+        "catalog: limit out of bounds": 400, "catalog: sortBy not in the enum": 400, "create: unknown field": 400,
+        "create: name too long": 400, "create: not JSON": 400, "me: no token": 401}
 
 
 def test_quick_sync_bench_writes_its_report(tmp_path: Path, request: pytest.FixtureRequest) -> None:

@@ -42,8 +42,8 @@ def _comparable(op_key: str, body: object) -> object:
     return body
 
 
-async def check(floor: AsgiClient, fastapi: AsgiClient, fixture: Fixture) -> list[str]:
-    """Send each benchmarked operation and the refused cases to both apps; return what was compared.
+async def check(floor: AsgiClient, fastapi: AsgiClient, fixture: Fixture) -> list[dict]:
+    """Send each benchmarked operation and the refused cases to both apps; return [{"case", "status"}] compared.
 
     Raises ParityError at the first difference.
     """
@@ -79,5 +79,5 @@ async def check(floor: AsgiClient, fastapi: AsgiClient, fixture: Fixture) -> lis
             floor_limits = [f_headers.get(h) is not None for h in RATE_LIMIT_HEADERS]
             if floor_limits != [a_headers.get(h) is not None for h in RATE_LIMIT_HEADERS] or not all(floor_limits):
                 raise ParityError(f"me_limited: rate-limit headers {f_headers} / {a_headers}")
-        compared.append(f"{key}: {f_status}")
+        compared.append({"case": key, "status": f_status})
     return compared
