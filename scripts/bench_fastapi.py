@@ -40,7 +40,7 @@ from persistence import accounts, audit, db, integrations, providers, tenants, u
 from persistence.audit import Actor
 from persistence.db import transaction
 from persistence.errors import DomainError
-from server.app import API_SPEC, load_spec, role_scopes
+from server.app import API_SPEC, load_spec, role_scopes, spec_cache_dir
 from server.errors import ApiError
 from server.ratelimit import RateLimits
 from server.settings import Settings, load_settings
@@ -48,8 +48,6 @@ from server.tokens import TokenConfig, decode
 
 PLAN_WINDOW_MINUTES = 15
 NO_NUL = r"^[^\x00]*$"  # the spec's `pattern: '^[^\u0000]*$'` on every string
-
-Text = Annotated[str, Field(pattern=NO_NUL)]
 
 
 class Refused(Exception):
@@ -215,7 +213,9 @@ class State:
     """What the app needs from the spec and settings: token config, scopes, rate limits (as the floor's `Floor`)."""
 
     def __init__(self, settings: Settings) -> None:
-        spec = load_spec(API_SPEC)
+        # The scope and limit tables come from the spec, read from the resolved copy the hub caches
+        # (a FastAPI app has no spec to validate at start-up; its cold start should not pay for one).
+        spec = load_spec(API_SPEC, cache_dir=spec_cache_dir(settings))
         self.tokens = TokenConfig(secret=settings.signing_secret(), algorithm=settings.jwt_algorithm,
                                   issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                   access_ttl=settings.access_token_ttl_seconds,
