@@ -1,10 +1,11 @@
-"""`./scripts/bench`: the hub against a bare-Starlette floor doing the same work.
+"""`./scripts/bench`: the hub against a bare-Starlette floor and an idiomatic FastAPI app doing the same work.
 
 Phases: prepare a SQLite database (migrated, bootstrapped, 10k catalog providers, one fresh
-tenant per measurement); cold start (fresh interpreters); CPU µs/request in-process; req/s
-and p50/p99 under wrk with both apps under uvicorn (production settings, then with response
-validation on); peak RSS; cost growth of the catalog (offset) and audit log (cursor) pages at
-10k/100k/1M rows; then the new capabilities' headline figures at reduced sizes (webhook
+tenant per measurement); cold start (fresh interpreters); a parity check (the FastAPI app
+answers the benchmarked requests as the floor does); CPU µs/request in-process; req/s and
+p50/p99 under wrk with the three apps under uvicorn (production settings, then with the hub's
+response validation on); peak RSS; cost growth of the catalog (offset) and audit log (cursor)
+pages at 10k/100k/1M rows; then the new capabilities' headline figures at reduced sizes (webhook
 deliveries/s and latency, event -> WebSocket latency, sync ingestion, search p95: see
 benchlib/capabilities.py; `--no-capabilities` skips them). Prints a table with each target's
 PASS/MISS and writes build/bench.json.
@@ -25,15 +26,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-from benchlib import capabilities, coldstart, growth, inprocess, report, throughput, wrk
+from benchlib import capabilities, coldstart, growth, inprocess, parity, report, throughput, wrk
 from benchlib.asgi import AsgiClient
 from benchlib.fixture import RATE_LIMIT_SCALE, BenchEnv, prepare
 
 MODES = {
-    "full": {"providers": 10_000, "accounts": 128, "rounds": 3, "sample_scale": 1.0, "cold_runs": 3, "wrk_seconds": 4.0,
+    "full": {"providers": 10_000, "accounts": 192, "rounds": 3, "sample_scale": 1.0, "cold_runs": 3, "wrk_seconds": 4.0,
                  "wrk_warmup": 1.0, "wrk_configs": throughput.CONFIGS, "sizes": growth.SIZES},
     # Tiny sizes, one round: checks that every phase runs (tests/test_bench_smoke.py), measures nothing.
-    "quick": {"providers": 300, "accounts": 48, "rounds": 1, "sample_scale": 0.05, "cold_runs": 1, "wrk_seconds": 1.0,
+    "quick": {"providers": 300, "accounts": 64, "rounds": 1, "sample_scale": 0.05, "cold_runs": 1, "wrk_seconds": 1.0,
                   "wrk_warmup": 0, "wrk_configs": throughput.CONFIGS[:1], "sizes": (300, 1_000)},
 }
 
@@ -58,6 +59,7 @@ def _log_like_production(env: BenchEnv) -> None:
 
 
 async def _measure_apps(env: BenchEnv, fixture, mode: dict, use_wrk: bool) -> dict:
+    import bench_fastapi
     import bench_floor
 
     from server.app import create_app
@@ -65,13 +67,17 @@ async def _measure_apps(env: BenchEnv, fixture, mode: dict, use_wrk: bool) -> di
     _log_like_production(env)
 
     floor_app = bench_floor.build(bench_floor.Floor(env.settings()))
+    fastapi_app = bench_fastapi.build(bench_fastapi.State(env.settings()))
     results: dict = {"cpu": {}}
-    async with AsgiClient(floor_app) as floor:
+    async with AsgiClient(floor_app) as floor, AsgiClient(fastapi_app) as fastapi:
+        log("Parity: the FastAPI app answers as the floor ...")
+        results["parity"] = await parity.check(floor, fastapi, fixture)
         for config, validate in throughput.CONFIGS:
             hub_app = create_app(env.settings(validate_responses=validate))
             async with AsgiClient(hub_app) as hub:
                 log(f"CPU per request in-process, hub {config} ...")
-                results["cpu"][config] = await inprocess.measure(floor, hub, fixture, rounds=mode["rounds"],
+                results["cpu"][config] = await inprocess.measure({"floor": floor, "fastapi": fastapi, "hub": hub},
+                                                                 fixture, rounds=mode["rounds"],
                                                                  sample_scale=mode["sample_scale"])
         if use_wrk:
             log("Throughput under wrk ...")
@@ -140,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                              if "capabilities" in results else None),
             "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                   text=True, check=False).stdout.strip()}
-    document = {"meta": meta, **figures, "targets": targets}
+    document = {"meta": meta, "parity": results["parity"], **figures, "targets": targets}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2, default=str))
     print(report.table(figures, targets, meta))

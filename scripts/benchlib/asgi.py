@@ -51,6 +51,13 @@ class AsgiClient:
     async def request(self, method: str, path: str, *, query: str = "", headers: list[tuple[bytes, bytes]] = (),
                       body: bytes = b"") -> tuple[int, bytes]:
         """Send one request and return (status, body)."""
+        status, content, _ = await self.request_with_headers(method, path, query=query, headers=headers, body=body)
+        return status, content
+
+    async def request_with_headers(self, method: str, path: str, *, query: str = "",
+                                   headers: list[tuple[bytes, bytes]] = (),
+                                   body: bytes = b"") -> tuple[int, bytes, dict[str, str]]:
+        """Send one request and return (status, body, response headers with lower-case names)."""
         all_headers = [(b"host", b"bench"), *headers]
         if body:
             all_headers.append((b"content-length", str(len(body)).encode()))
@@ -61,7 +68,7 @@ class AsgiClient:
             "server": ("bench", 80), "state": {},
         }
         sent, done = False, asyncio.Event()
-        status, chunks = 0, []
+        status, chunks, response_headers = 0, [], {}
 
         async def receive() -> dict:
             nonlocal sent
@@ -75,6 +82,8 @@ class AsgiClient:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_headers.update((k.decode("latin-1").lower(), v.decode("latin-1"))
+                                        for k, v in message.get("headers", ()))
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
@@ -82,4 +91,4 @@ class AsgiClient:
 
         await self.app(scope, receive, send)
         done.set()
-        return status, b"".join(chunks)
+        return status, b"".join(chunks), response_headers

@@ -1,5 +1,6 @@
 """Cold start in a fresh interpreter: import, app build, lifespan start-up (Connexion builds its
-middleware stack there), then the first request; hub and floor alternately, pinned to core 0."""
+middleware stack there), then the first request; floor, FastAPI app and hub in turn, pinned to core 0.
+The FastAPI figure is for information (no target)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from benchlib.asgi import AsgiClient
 t0 = time.perf_counter()
 if sys.argv[1] == "hub":
     from server.app import create_app as factory
+elif sys.argv[1] == "fastapi":
+    from bench_fastapi import create_fastapi as factory
 else:
     from bench_floor import create_floor as factory
 from server.settings import load_settings
@@ -51,10 +54,10 @@ def _once(app: str, env: dict[str, str], token: str) -> dict:
 
 
 def measure(env: dict[str, str], token: str, *, runs: int) -> dict:
-    """Return {"hub": {...}, "floor": {...}}: per figure the median, min and max over `runs`."""
-    raw = {"hub": [], "floor": []}
+    """Return {"hub": {...}, "floor": {...}, "fastapi": {...}}: per figure the median, min and max over `runs`."""
+    raw = {"hub": [], "floor": [], "fastapi": []}
     for _ in range(runs):
-        for app in ("floor", "hub"):
+        for app in ("floor", "fastapi", "hub"):
             raw[app].append(_once(app, env, token))
     return {app: {key: {"median": statistics.median(r[key] for r in runs_),
                         "min": min(r[key] for r in runs_), "max": max(r[key] for r in runs_)}

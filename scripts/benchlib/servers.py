@@ -16,6 +16,7 @@ from benchlib.fixture import ROOT
 SERVER_CORE = "0"
 HUB_APP = ("server.app:serving_app",)  # the factory `integration-hub serve` runs
 FLOOR_APP = ("bench_floor:serving_floor", "--app-dir", str(ROOT / "scripts"))
+FASTAPI_APP = ("bench_fastapi:serving_fastapi", "--app-dir", str(ROOT / "scripts"))
 
 
 def free_port() -> int:
