@@ -7,6 +7,8 @@ left out when it is off (it would only pass each request on):
 
 - `FastSwaggerUIMiddleware`: Swagger UI and `openapi.json`, without a router walk for every
   other request.
+- `IndexedRoutingMiddleware`: Connexion's routing, each request matched only against the
+  routes that share its first path segment (Starlette's router tries every route in turn).
 - `CompiledRequestValidationMiddleware`: request validation with the operation's parameter
   validator, URI parser and body validators built once, not per request.
 - `HandlerMiddleware`, in place of `ContextMiddleware`: below.
@@ -48,18 +50,24 @@ from connexion.middleware.exceptions import ExceptionMiddleware
 from connexion.middleware.request_validation import (RequestValidationAPI, RequestValidationMiddleware,
                                                      RequestValidationOperation)
 from connexion.middleware.response_validation import ResponseValidationMiddleware
+from connexion.middleware.routing import RoutingMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.operations import AbstractOperation
 from connexion.utils import is_json_mimetype, is_nullable
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
+from starlette._utils import get_route_path
 from starlette.responses import Response as StarletteResponse
+from starlette.routing import Match, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 CONTEXT_ARGUMENT = "context_"  # connexion.decorators.parameter.CONTEXT_NAME
 # What the Swagger UI middleware serves (SwaggerUIOptions defaults: `/openapi.json`, `/ui`, its
 # config and static files under `/ui/`); any other path goes straight on.
 SWAGGER_UI_MARKERS = ("/openapi.json", "/ui", "/swagger-ui-config.json")
+# Per operation, how many (media type, encoding) verdicts and body validators are kept: the
+# client chooses both, so what is kept is bounded; past it they are built per request again.
+ACCEPTED_MEDIA_TYPES_KEPT = 16
 
 
 def middleware_stack(*, validate_responses: bool, before_exception: t.Sequence[t.Any] = (),
@@ -71,8 +79,6 @@ def middleware_stack(*, validate_responses: bool, before_exception: t.Sequence[t
     name, in the order given (outermost first): `add_middleware` finds a position by the exact
     class, which the replacements are not.
     """
-    replaced = {SwaggerUIMiddleware: FastSwaggerUIMiddleware, ContextMiddleware: HandlerMiddleware,
-                RequestValidationMiddleware: CompiledRequestValidationMiddleware}
     inserted = {ExceptionMiddleware: before_exception, SwaggerUIMiddleware: before_swagger,
                 RequestValidationMiddleware: before_validation}
     stack: list[t.Any] = []
@@ -80,7 +86,7 @@ def middleware_stack(*, validate_responses: bool, before_exception: t.Sequence[t
         if middleware is ResponseValidationMiddleware and not validate_responses:
             continue
         stack.extend(inserted.get(middleware, ()))
-        stack.append(replaced.get(middleware, middleware))
+        stack.append(REPLACEMENTS.get(middleware, middleware))
     return stack
 
 
@@ -94,6 +100,70 @@ class FastSwaggerUIMiddleware(SwaggerUIMiddleware):
             await self.app(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+class IndexedRoutingMiddleware(RoutingMiddleware):
+    """Connexion's routing middleware, each API's routes indexed by their first path segment.
+
+    Starlette's router matches a request against every route in order until one matches fully
+    (about 30 regular expressions for `POST /tenant/integrations`). A route whose first segment
+    is literal can only match a path with that first segment, so each API's router is given an
+    index (`IndexedRoutes`) that tries only those routes and the ones whose first segment is a
+    parameter, in the router's order. When none of them matches fully, the request goes
+    through the router itself, which answers a method mismatch (405), a redirect to the path
+    with or without its trailing slash, or no route, exactly as before.
+    """
+
+    indexed = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Index the APIs' routers on the first request (every API is added by then), then route."""
+        if not self.indexed:
+            for route in self.router.routes:
+                if isinstance(route, Mount) and type(route.app) is Router:
+                    route.app = IndexedRoutes(route.app)
+            self.indexed = True
+        await super().__call__(scope, receive, send)
+
+
+class IndexedRoutes:
+    """An ASGI app over a Starlette `Router`: its routes tried by first path segment (see above)."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.routes = router.routes  # what Mount.routes reads
+        wildcard = [route for route in router.routes if _first_segment_of_route(route) is None]
+        self.wildcard = wildcard
+        self.index: dict[str, list[t.Any]] = {}
+        for route in router.routes:
+            segment = _first_segment_of_route(route)
+            if segment is not None and segment not in self.index:
+                self.index[segment] = [other for other in router.routes
+                                       if other in wildcard or _first_segment_of_route(other) == segment]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Hand the request to the first route that matches it fully, else to the router."""
+        if scope["type"] == "http":
+            path = get_route_path(scope)
+            if path.startswith("/"):
+                for route in self.index.get(path.split("/", 2)[1], self.wildcard):
+                    match, child_scope = route.matches(scope)
+                    if match is Match.FULL:
+                        # What Router.app does with a full match.
+                        scope.setdefault("router", self.router)
+                        scope["route"] = route
+                        scope.update(child_scope)
+                        await route.handle(scope, receive, send)
+                        return
+        await self.router(scope, receive, send)
+
+
+def _first_segment_of_route(route: t.Any) -> str | None:
+    # The literal first segment of a Route's path; None when it holds a parameter or is not a Route.
+    if not isinstance(route, Route) or not route.path.startswith("/"):
+        return None
+    segment = route.path.split("/", 2)[1]
+    return None if "{" in segment else segment
 
 
 class CompiledRequestValidationOperation(RequestValidationOperation):
@@ -113,6 +183,7 @@ class CompiledRequestValidationOperation(RequestValidationOperation):
             operation.parameters, uri_parser=uri_parser, strict_validation=self.strict_validation,
             security_query_params=self.security_query_params)
         self._bodies: dict[tuple[str, str], t.Any] = {}
+        self._accepted: set[str] = set()  # media types validate_mime_type let through (it matches ranges)
         # Nothing to validate: no parameters (an unexpected query parameter is refused by the
         # strict check, so only requests without a query string qualify) and no body.
         self._bare = not operation.parameters and not operation.is_request_body_defined
@@ -124,10 +195,15 @@ class CompiledRequestValidationOperation(RequestValidationOperation):
             return
         self._parameters.validate(scope)
         mime_type, encoding = self.extract_content_type(scope["headers"])
-        self.validate_mime_type(mime_type)
+        if mime_type not in self._accepted:
+            self.validate_mime_type(mime_type)  # raises for a media type the operation does not consume
+            if len(self._accepted) < ACCEPTED_MEDIA_TYPES_KEPT:  # a range in `consumes` admits endless names
+                self._accepted.add(mime_type)
         validator = self._bodies.get((mime_type, encoding))
         if validator is None:
-            validator = self._bodies[(mime_type, encoding)] = self._body_validator(mime_type, encoding)
+            validator = self._body_validator(mime_type, encoding)
+            if len(self._bodies) < ACCEPTED_MEDIA_TYPES_KEPT:  # the encoding is the client's to choose
+                self._bodies[(mime_type, encoding)] = validator
         if validator is not False:
             receive, scope = await validator.wrap_receive(receive, scope=scope)
         await self.next_app(scope, receive, send)
@@ -229,7 +305,8 @@ class HandlerOperation:
         return kwargs
 
     def _declared_arguments(self, scope: Scope, body: t.Any, content_type: str) -> dict[str, t.Any]:
-        query = QueryParams(scope.get("query_string", b""))
+        query_string = scope.get("query_string", b"")
+        query = QueryParams(query_string) if query_string else {}
         kwargs = get_arguments(
             self.operation,
             path_params=self.uri_parser.resolve_path(scope.get("path_params", {})),
@@ -257,6 +334,13 @@ class HandlerMiddleware(RoutedMiddleware[HandlerAPI]):
     """Connexion's `ContextMiddleware`, also calling the handlers it can call directly (module docstring)."""
 
     api_cls = HandlerAPI
+
+
+# Connexion's middleware -> the hub's compiled one in its place.
+REPLACEMENTS: dict[type, type] = {
+    SwaggerUIMiddleware: FastSwaggerUIMiddleware, RoutingMiddleware: IndexedRoutingMiddleware,
+    RequestValidationMiddleware: CompiledRequestValidationMiddleware, ContextMiddleware: HandlerMiddleware,
+}
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -1,8 +1,9 @@
 """server/pipeline.py: the middleware list given to Connexion, and the handlers it calls directly.
 
-The direct call must answer exactly what Connexion's own app answers: the same requests go to
-the hub and to a twin whose operations all pass on to Connexion's app, and the answers compare
-equal (status, headers, body), successes and refusals alike.
+The compiled pipeline must answer exactly what Connexion's own middlewares and app answer: the
+same requests go to the hub and to a twin built with Connexion's defaults in their place (its
+routing, request validation, Swagger UI and context middleware, every handler through its app),
+and the answers compare equal (status, headers, body), successes and refusals alike.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from connexion.decorators import parameter as connexion_parameter
 from connexion.middleware.response_validation import ResponseValidationMiddleware
 from starlette.testclient import TestClient
 
-from server import connexion_patches
+from server import connexion_patches, pipeline
 from server.app import create_app
 from server.pipeline import (CompiledRequestValidationMiddleware, FastSwaggerUIMiddleware, HandlerMiddleware,
                              HandlerOperation)
@@ -32,12 +33,17 @@ def _operations(app) -> dict[str, HandlerOperation]:
 
 @pytest.fixture(scope="module")
 def through_connexion(settings):
-    """A twin of the hub whose operations all go through Connexion's own app (none called directly)."""
-    twin = create_app(settings)
+    """A twin of the hub on Connexion's own middlewares (none of server/pipeline.py's replacements)."""
+    saved = dict(pipeline.REPLACEMENTS)
+    pipeline.REPLACEMENTS.clear()
+    try:
+        twin = create_app(settings)
+    finally:
+        pipeline.REPLACEMENTS.update(saved)
     with TestClient(twin, raise_server_exceptions=False) as twin_client:
         assert twin_client.get("/health").status_code == 200  # builds the middleware stack
-        for operation in _operations(twin).values():
-            operation.direct = False
+        names = {type(middleware).__name__ for middleware in twin.middleware.middleware_stack}
+        assert {"ContextMiddleware", "RoutingMiddleware", "RequestValidationMiddleware", "SwaggerUIMiddleware"} <= names
         yield twin_client
 
 
@@ -54,10 +60,10 @@ def _answer(response) -> tuple[int, dict, object]:
 def test_the_stack_is_connexions_with_the_compiled_replacements(app, client):
     client.get("/health")
     names = [type(middleware).__name__ for middleware in app.middleware.middleware_stack]
-    assert names.index("RoutingMiddleware") < names.index("SecurityMiddleware") < names.index(
+    assert names.index("IndexedRoutingMiddleware") < names.index("SecurityMiddleware") < names.index(
         "OperationPolicyMiddleware") < names.index("CompiledRequestValidationMiddleware") < names.index(
         "HandlerMiddleware")
-    assert "ContextMiddleware" not in names and "SwaggerUIMiddleware" not in names
+    assert not {"ContextMiddleware", "SwaggerUIMiddleware", "RoutingMiddleware", "RequestValidationMiddleware"} & set(names)
     assert any(isinstance(m, FastSwaggerUIMiddleware) for m in app.middleware.middleware_stack)
     assert any(isinstance(m, CompiledRequestValidationMiddleware) for m in app.middleware.middleware_stack)
     # The suite's settings validate responses; production's leave the layer out.
@@ -112,6 +118,23 @@ def test_direct_calls_answer_as_connexion_does(client, through_connexion, tenant
         ("POST", "/api/v1/tenant/integrations", {"json": {"integrationId": unknown, "name": "x"}}),
         ("GET", "/api/v1/", {}),
         ("GET", "/health", {}),
+        # Routing: a method the path does not have, a trailing slash, no such path, another API's path.
+        ("DELETE", "/api/v1/integrations", {}),
+        ("GET", "/api/v1/auth/me/", {}),
+        ("GET", "/api/v1/nowhere", {}),
+        ("GET", "/api/v1/health", {}),
+        ("GET", "/metrics/extra", {}),
+        # Query arrays and defaults, header parameters, media types, bodies, credentials.
+        ("GET", "/api/v1/events?types=integration.created,integration.updated&limit=1", {}),
+        ("GET", "/api/v1/events?limit=abc", {}),
+        ("POST", "/api/v1/tenant/integrations", {"content": b"integrationId=x",
+                                                "headers": {"Content-Type": "application/x-www-form-urlencoded"}}),
+        ("POST", "/api/v1/tenant/integrations", {"content": b"", "headers": {"Content-Type": "application/json"}}),
+        ("POST", "/api/v1/tenant/integrations", {"json": {"integrationId": unknown, "name": "x"},
+                                                "headers": {"Idempotency-Key": "k" * 300}}),
+        ("GET", "/api/v1/admin/tenants", {}),
+        ("GET", "/api/v1/auth/me", {"headers": {"Authorization": "Bearer not-a-token"}}),
+        ("GET", "/api/v1/auth/me", {"headers": {"Authorization": ""}}),
     ]
     for method, path, extra in requests:
         headers = {**auth, **extra.pop("headers", {})}
@@ -131,6 +154,17 @@ def test_created_resources_are_answered_alike(client, through_connexion, tenant_
         assert created.headers["location"].endswith(body["id"]) and body["email"] == email
         answers.append((created.headers["content-type"], sorted(body), body["role"], body["name"]))
     assert answers[0] == answers[1]
+
+
+def test_routes_sharing_a_first_segment_reach_their_own_operation(client, tenant_admin, sandbox_integration):
+    # /tenant/integrations, /tenant/integrations/{id}, /tenant/users...: the index tries them in order.
+    listed = client.get("/api/v1/tenant/integrations", headers=tenant_admin.headers)
+    one = client.get(f"/api/v1/tenant/integrations/{sandbox_integration['id']}", headers=tenant_admin.headers)
+    users = client.get("/api/v1/tenant/users", headers=tenant_admin.headers)
+    assert listed.status_code == one.status_code == users.status_code == 200
+    assert [item["id"] for item in listed.json()["integrations"]] == [sandbox_integration["id"]]
+    assert one.json()["id"] == sandbox_integration["id"]
+    assert tenant_admin.user_id in [user["id"] for user in users.json()["users"]]
 
 
 def test_the_contract_is_still_served_and_its_trailing_slash_redirected(client):
