@@ -255,7 +255,8 @@ class RateLimits:
     clock: Callable[[], float] = time.time  # of the in-memory counters and of the headers
     limiter: SlidingWindowCounterRateLimiter = field(init=False)
     _hit: Callable[[list[Hit]], list[tuple[bool, Window]]] = field(init=False, repr=False)
-    _items: dict[tuple[str, str], RateLimitItem] = field(init=False, repr=False, default_factory=dict)
+    # (kind, plan or class, scale) -> item: `scale` is read at each request (tests change it).
+    _items: dict[tuple[str, str, float], RateLimitItem] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.storage_uri.startswith("memory://"):
@@ -278,17 +279,19 @@ class RateLimits:
 
     def plan_item(self, plan: str) -> RateLimitItem:
         """The scaled limit of a plan (`x-plan-limits`: requests per PLAN_WINDOW_MINUTES), built once per plan."""
-        item = self._items.get(("plan", plan))
+        key = ("plan", plan, self.scale)
+        item = self._items.get(key)
         if item is None:
             window = RateLimitItemPerMinute(self.plan_limits[plan], PLAN_WINDOW_MINUTES)
-            item = self._items[("plan", plan)] = self.item(window)
+            item = self._items[key] = self.item(window)
         return item
 
     def class_item(self, klass: str) -> RateLimitItem:
         """The scaled limit of an endpoint class (`x-rate-limit-classes`: requests per minute), built once per class."""
-        item = self._items.get(("class", klass))
+        key = ("class", klass, self.scale)
+        item = self._items.get(key)
         if item is None:
-            item = self._items[("class", klass)] = self.item(RateLimitItemPerMinute(self.class_limits[klass]))
+            item = self._items[key] = self.item(RateLimitItemPerMinute(self.class_limits[klass]))
         return item
 
     def check(self, checks: list[tuple[str, RateLimitItem, tuple[str, ...]]]) -> tuple[dict[str, str], int | None, str]:
