@@ -17,13 +17,16 @@ import ipaddress
 import ssl
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 from standardwebhooks.webhooks import Webhook
 
 from connectors.outbound import OutboundPolicy, OutboundRefused, check_url, screen_url, tls_context
 from persistence.deliveries import RESPONSE_BODY_LIMIT, AttemptResult, Job
+
+if TYPE_CHECKING:
+    import aiohttp
 
 TIMEOUT_SECONDS = 15.0
 USER_AGENT = "IntegrationHub-Webhooks/1.0"
@@ -91,13 +94,18 @@ class WebhookSender:
     def __init__(self, policy: OutboundPolicy, *, https_only: bool, max_connections: int = 100,
                  timeout: float = TIMEOUT_SECONDS) -> None:
         self.policy, self.https_only = policy, https_only
-        self._limit, self._timeout = max_connections, aiohttp.ClientTimeout(total=timeout)
+        self._limit, self._timeout = max_connections, timeout
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> "WebhookSender":
-        # Built inside the running loop (aiohttp binds its session and connector to it).
+        # Imported here, not with the module: the API imports this module (the endpoint URL
+        # check, the test send) and aiohttp's import (~0.2 s, it builds TLS contexts) would be
+        # paid by every API process's cold start. Built inside the running loop, which aiohttp
+        # binds its session and connector to.
+        import aiohttp
+
         connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, ssl=tls_context())
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+        self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self._timeout),
                                               cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
         return self
 
@@ -121,6 +129,8 @@ class WebhookSender:
 
     async def send(self, job: Job) -> AttemptResult:
         """Make one attempt of `job`; never raises: every failure is an AttemptResult with its error kind."""
+        import aiohttp  # loaded by __aenter__ already
+
         started = time.perf_counter()
         try:
             target, host_header, server_name = await self._pinned(job.url)
