@@ -147,7 +147,7 @@ class WebhookSender:
         except OutboundRefused as exc:
             return _failed(job, started, "ssrf_refused", exc)
         except TimeoutError as exc:  # aiohttp's timeouts (ServerTimeoutError included) are TimeoutErrors
-            return _failed(job, started, "timeout", exc or "timed out")
+            return _failed(job, started, "timeout", str(exc) or "timed out")
         except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
             return _failed(job, started, "tls", exc)
         except (aiohttp.ClientError, OSError) as exc:
