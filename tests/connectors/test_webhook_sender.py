@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time
 import uuid
 
 import pytest
+import uvicorn
 
 from connectors.outbound import OutboundPolicy
 from connectors.webhook_sender import WebhookSender, send_now
@@ -79,3 +83,37 @@ def test_a_closed_port_is_a_connect_error(receiver):
     result = send_now(job(url), LOOPBACK, https_only=False)
 
     assert (result.response_status, result.error_kind) == (None, "connect_error")
+
+
+def test_a_long_answer_on_a_kept_alive_connection_leaves_the_next_attempt_whole():
+    answered = []
+
+    async def app(scope, receive, send):  # keep-alive receiver: every other answer is 30 KB
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        answered.append(len(answered) + 1)
+        body = b"L" * 30_000 if len(answered) % 2 else f"short {len(answered)}".encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                                           interface="asgi3"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.01)
+
+    async def four():
+        async with WebhookSender(LOOPBACK, https_only=False, max_connections=1) as sender:
+            return [await sender.send(job(f"http://127.0.0.1:{port}/hooks")) for _ in range(4)]
+
+    try:
+        bodies = [r.response_body for r in asyncio.run(four())]
+    finally:
+        server.should_exit = True
+    assert bodies == ["L" * RESPONSE_BODY_LIMIT, "short 2", "L" * RESPONSE_BODY_LIMIT, "short 4"]
