@@ -119,7 +119,7 @@ class GuardedTransport(httpx.HTTPTransport):
     def __init__(self, policy: OutboundPolicy, **kwargs) -> None:
         # One TLS context for every transport: building one loads the CA bundle (~60 ms), which
         # a client per provider call (sync pages, proxy) would otherwise pay on every request.
-        kwargs.setdefault("verify", _tls_context())
+        kwargs.setdefault("verify", tls_context())
         super().__init__(**kwargs)
         self.policy = policy
 
@@ -148,7 +148,7 @@ class GuardedTransport(httpx.HTTPTransport):
 
 
 @functools.lru_cache(maxsize=1)
-def _tls_context() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
     """The default verifying TLS context (certifi's CA bundle), built once; SSLContext is thread-safe."""
     return httpx.create_ssl_context()
 

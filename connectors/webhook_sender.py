@@ -17,13 +17,16 @@ import ipaddress
 import ssl
 import time
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 from standardwebhooks.webhooks import Webhook
 
-from connectors.outbound import OutboundPolicy, OutboundRefused, check_url, screen_url
+from connectors.outbound import OutboundPolicy, OutboundRefused, check_url, screen_url, tls_context
 from persistence.deliveries import RESPONSE_BODY_LIMIT, AttemptResult, Job
+
+if TYPE_CHECKING:
+    import aiohttp
 
 TIMEOUT_SECONDS = 15.0
 USER_AGENT = "IntegrationHub-Webhooks/1.0"
@@ -62,29 +65,6 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
-class GuardedAsyncTransport(httpx.AsyncHTTPTransport):
-    """The async twin of `connectors.outbound.GuardedTransport`: check, then pin to the checked address."""
-
-    def __init__(self, policy: OutboundPolicy, *, https_only: bool, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.policy, self.https_only = policy, https_only
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Refuse a forbidden URL (OutboundRefused), else send to the resolved, checked address."""
-        if self.https_only and request.url.scheme != "https":
-            raise OutboundRefused("webhook endpoints must use https")
-        url = str(request.url)
-        if _is_ip_literal(request.url.host):
-            host, address = check_url(url, self.policy)
-        else:  # a DNS lookup blocks: keep it off the event loop
-            host, address = await asyncio.to_thread(check_url, url, self.policy)
-        if request.url.scheme == "https":
-            request.extensions = {**request.extensions, "sni_hostname": host}
-        request.headers["Host"] = request.url.netloc.decode("ascii")
-        request.url = request.url.copy_with(host=f"[{address}]" if ":" in address else address)
-        return await super().handle_async_request(request)
-
-
 def _is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -93,50 +73,93 @@ def _is_ip_literal(host: str) -> bool:
         return False
 
 
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 class WebhookSender:
-    """An async client that makes delivery attempts; use as `async with WebhookSender(...) as sender`."""
+    """Makes delivery attempts over pooled keep-alive connections; use as `async with WebhookSender(...) as sender`.
+
+    aiohttp rather than httpx here: with a pool of 16 connections, httpcore polls every idle
+    connection of the pool at each request (`has_expired`), and an attempt cost ~1.9 ms of CPU
+    against ~0.14 ms with aiohttp (one worker to a loopback receiver; the bench's figures in the
+    README). The SSRF guard is applied as `GuardedTransport` does: each attempt resolves and
+    checks the host (`check_url`), then connects to the checked address itself (an IP-literal
+    URL, `Host` the endpoint's, TLS SNI and certificate check on the endpoint's host name).
+    aiohttp keys its pool by (address, port, TLS, server name), so a kept-alive connection is
+    only reused for the same checked address, and for https the same host name. No redirect
+    is followed, no cookie is kept, no proxy is taken from the environment.
+    """
 
     def __init__(self, policy: OutboundPolicy, *, https_only: bool, max_connections: int = 100,
                  timeout: float = TIMEOUT_SECONDS) -> None:
-        self._client = httpx.AsyncClient(
-            transport=GuardedAsyncTransport(policy, https_only=https_only,
-                                            limits=httpx.Limits(max_connections=max_connections,
-                                                                max_keepalive_connections=max_connections)),
-            timeout=httpx.Timeout(timeout), follow_redirects=False)
+        self.policy, self.https_only = policy, https_only
+        self._limit, self._timeout = max_connections, timeout
+        self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> "WebhookSender":
+        # Imported here, not with the module: the API imports this module (the endpoint URL
+        # check, the test send) and aiohttp's import (~0.2 s, it builds TLS contexts) would be
+        # paid by every API process's cold start. Built inside the running loop, which aiohttp
+        # binds its session and connector to.
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, ssl=tls_context())
+        self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self._timeout),
+                                              cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _pinned(self, url: str) -> tuple[str, dict[str, str], str | None]:
+        """Check `url` (OutboundRefused) and return (URL to the checked address, Host header, TLS server name)."""
+        parts = urlsplit(url)
+        if self.https_only and parts.scheme != "https":
+            raise OutboundRefused("webhook endpoints must use https")
+        if _is_ip_literal(parts.hostname or ""):
+            host, address = check_url(url, self.policy)
+        else:  # a DNS lookup blocks: keep it off the event loop
+            host, address = await asyncio.to_thread(check_url, url, self.policy)
+        port = f":{parts.port}" if parts.port is not None else ""
+        name = host if host.isascii() else host.encode("idna").decode("ascii")
+        target = urlunsplit((parts.scheme, _bracketed(address) + port, parts.path or "/", parts.query, ""))
+        return target, {"Host": _bracketed(name) + port}, name if parts.scheme == "https" else None
 
     async def send(self, job: Job) -> AttemptResult:
         """Make one attempt of `job`; never raises: every failure is an AttemptResult with its error kind."""
+        import aiohttp  # loaded by __aenter__ already
+
         started = time.perf_counter()
         try:
-            async with self._client.stream("POST", job.url, content=job.body.encode(),
-                                           headers=sign(job, datetime.now(timezone.utc))) as response:
+            target, host_header, server_name = await self._pinned(job.url)
+            headers = {**sign(job, datetime.now(timezone.utc)), **host_header}
+            async with self._session.post(target, data=job.body.encode(), headers=headers, allow_redirects=False,
+                                          server_hostname=server_name) as response:
                 body = await _read_prefix(response)
             ms = (time.perf_counter() - started) * 1000
-            ok = 200 <= response.status_code < 300
-            return AttemptResult(job, response_status=response.status_code, response_body=body, duration_ms=ms,
+            ok = 200 <= response.status < 300
+            return AttemptResult(job, response_status=response.status, response_body=body, duration_ms=ms,
                                  error_kind=None if ok else "http_status",
-                                 error=None if ok else f"HTTP {response.status_code}",
+                                 error=None if ok else f"HTTP {response.status}",
                                  retry_after=retry_after_seconds(response.headers.get("retry-after")))
         except OutboundRefused as exc:
             return _failed(job, started, "ssrf_refused", exc)
-        except httpx.TimeoutException as exc:
-            return _failed(job, started, "timeout", exc or "timed out")
-        except httpx.HTTPError as exc:
-            tls = isinstance(exc.__cause__, ssl.SSLError) or "SSL" in str(exc) or "CERTIFICATE" in str(exc)
-            return _failed(job, started, "tls" if tls else "connect_error", exc)
+        except TimeoutError as exc:  # aiohttp's timeouts (ServerTimeoutError included) are TimeoutErrors
+            return _failed(job, started, "timeout", str(exc) or "timed out")
+        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+            return _failed(job, started, "tls", exc)
+        except (aiohttp.ClientError, OSError) as exc:
+            return _failed(job, started, "connect_error", exc)
         except Exception as exc:  # noqa: BLE001 - a sender bug must not lose the delivery: it retries
             return _failed(job, started, "connect_error", exc)
 
 
-async def _read_prefix(response: httpx.Response) -> str:
+async def _read_prefix(response: aiohttp.ClientResponse) -> str:
+    # The rest of a longer body is left unread: aiohttp then closes that connection.
     chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.content.iter_any():
         chunks.append(chunk)
         size += len(chunk)
         if size >= RESPONSE_BODY_LIMIT:

@@ -178,8 +178,12 @@ def enqueue_deliveries(session: Session, *, event: Event) -> int:
     endpoints = session.exec(select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
         WebhookEndpoint.tenant_id == event.tenant_id, WebhookEndpoint.enabled == sa.true())).all()
     now = utcnow()
-    rows = [WebhookDelivery(tenant_id=event.tenant_id, endpoint_id=endpoint_id, event_id=event.id,
-                            next_attempt_at=now, created_at=now, updated_at=now)
+    # A Core INSERT of plain rows: building a WebhookDelivery entity and flushing it through the
+    # unit of work was a quarter of what emitting an event costs a mutation.
+    rows = [{"id": uuid.uuid4(), "tenant_id": event.tenant_id, "endpoint_id": endpoint_id, "event_id": event.id,
+             "status": "pending", "trigger": "scheduled", "step": 0, "attempt_count": 0, "next_attempt_at": now,
+             "claimed_until": None, "claimed_by": None, "created_at": now, "updated_at": now}
             for endpoint_id, types in endpoints if not types or event.type in types]
-    session.add_all(rows)
+    if rows:
+        session.execute(sa.insert(WebhookDelivery.__table__), rows)
     return len(rows)
