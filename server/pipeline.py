@@ -1,9 +1,9 @@
 """The hub's request pipeline: Connexion's middlewares, with the per-request work moved to start-up.
 
 `middleware_stack` is the list the app factory gives Connexion (its `middlewares` argument):
-Connexion's defaults, with three of them replaced by subclasses that do the same with what
-can be decided once per operation decided once (performance issue), and response validation
-left out when it is off (it would only pass each request on):
+Connexion's defaults in Connexion's order, four of them replaced by subclasses (`REPLACEMENTS`)
+that decide once per operation what Connexion decides on every request (performance issue),
+and response validation left out when it is off (it would only pass each request on):
 
 - `FastSwaggerUIMiddleware`: Swagger UI and `openapi.json`, without a router walk for every
   other request.
@@ -19,8 +19,7 @@ request: a Starlette request and a `ConnexionRequest` are built, the URI parser 
 parameters, the parameter decorator inspects what the handler takes, the response decorator
 shapes its answer (performance issue: about a quarter of the hub's fixed per-request cost).
 
-`HandlerMiddleware` takes `ContextMiddleware`'s place in the list of middlewares given to the
-app (Connexion's `middlewares` argument). For every operation it binds the same context, and
+`HandlerMiddleware` takes `ContextMiddleware`'s place. For every operation it binds the same context, and
 for the operations it can call directly (below) it calls the handler itself with the arguments
 Connexion's own functions compute (`get_arguments`, the operation's URI parser) from what was
 decided once per operation: the handler, its argument names, sync or async, the parser. The
