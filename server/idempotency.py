@@ -23,6 +23,7 @@ from persistence.db import transaction
 from persistence.vault import VaultError
 from server import runtime
 from server.errors import error_response
+from server.raw_body import read_body
 
 HEADER = b"idempotency-key"
 REPLAYED_HEADERS = ("location", "content-type")
@@ -124,14 +125,7 @@ async def _answer_claim(claim: idempotency.Claim, scope: Scope, receive: Receive
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
-    chunks, more = [], True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    body, sent = b"".join(chunks), False
+    body, sent = await read_body(receive), False
 
     async def replay() -> Message:
         nonlocal sent

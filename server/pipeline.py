@@ -60,6 +60,8 @@ from starlette.responses import Response as StarletteResponse
 from starlette.routing import Match, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server.raw_body import read_body
+
 CONTEXT_ARGUMENT = "context_"  # connexion.decorators.parameter.CONTEXT_NAME
 # What the Swagger UI middleware serves (SwaggerUIOptions defaults: `/openapi.json`, `/ui`, its
 # config and static files under `/ui/`); any other path goes straight on.
@@ -275,7 +277,7 @@ class HandlerOperation:
             if not is_json_mimetype(content_type):
                 await self.next_app(scope, receive, send)  # Connexion passes such a body as bytes
                 return
-            body = _json_or_none(await _read_body(receive))
+            body = _json_or_none(await read_body(receive))
         kwargs = self._arguments(scope, context, body, content_type)
         if self.is_async:
             answer = await self.function(**kwargs)
@@ -347,17 +349,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks, more = [], True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    return b"".join(chunks)
 
 
 def _json_or_none(body: bytes) -> t.Any:

@@ -35,3 +35,13 @@ class RawBodyMiddleware:
         await self.app(scope, receive, send)
 
 
+async def read_body(receive: Receive) -> bytes:
+    """Read a request's whole body from `receive` (every `http.request` message until `more_body` is false)."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)

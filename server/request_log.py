@@ -76,13 +76,15 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status_holder = {"status": 500}
 
+        def stamp_request(headers: MutableHeaders) -> None:
+            headers["X-Request-ID"] = request_id
+            for key, value in (scope.get("state") or {}).get("response_headers", {}).items():
+                headers.setdefault(key, value)
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers["X-Request-ID"] = request_id
-                for key, value in (scope.get("state") or {}).get("response_headers", {}).items():
-                    headers.setdefault(key, value)
+                stamp_request(MutableHeaders(scope=message))
             await send(message)
 
         async def send_secured(message: Message) -> None:
@@ -91,9 +93,7 @@ class RequestContextMiddleware:
                 status = status_holder["status"] = message["status"]
                 headers = MutableHeaders(scope=message)
                 stamp_security_headers(headers, status, scope, production=self.production)
-                headers["X-Request-ID"] = request_id
-                for key, value in (scope.get("state") or {}).get("response_headers", {}).items():
-                    headers.setdefault(key, value)
+                stamp_request(headers)
             await send(message)
 
         if scope.get("path") == API_BASE:
