@@ -59,7 +59,12 @@ def sync_sandbox(settings) -> Iterator:
 
 @pytest.fixture
 def clean_sandbox(sync_sandbox):
-    """The module's sandbox with no fault plan before and after the test."""
+    """The module's sandbox with no fault plan before and after the test.
+
+    It first waits out any request of an earlier test still sleeping that test's latency: counted
+    under the new plan, a straggler could take the fault this test expects for itself.
+    """
+    assert sync_sandbox.state.faults.wait_until_idle(30), "a sandbox request of an earlier test never finished"
     sync_sandbox.state.faults.configure(type(sync_sandbox.state.faults.faults)())
     yield sync_sandbox
     sync_sandbox.state.faults.configure(type(sync_sandbox.state.faults.faults)())

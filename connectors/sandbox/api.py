@@ -144,19 +144,20 @@ def _inject_faults(state: SandboxState) -> ApiError | None:
     An `unauthorized_every` hit expires the presented access token before it is checked, so the
     request fails exactly like a naturally expired token (401 invalid_token) and a refresh cures it.
     """
-    delay = state.faults.latency_seconds()
-    if delay:
-        time.sleep(delay)
-    fault = state.faults.next_fault()
-    if fault is not None and fault.status == 429:
-        return ApiError(429, "rate_limit_exceeded", f"Injected rate limit; retry in {fault.retry_after} s",
-                        {"Retry-After": str(fault.retry_after)})
-    if fault is not None:
-        return ApiError(fault.status, "server_error", "Injected server error")
-    authorization = request.headers.get("Authorization", "")
-    if authorization[:7].lower() == "bearer " and state.faults.expire_this_token():
-        state.expire_access_token(authorization[7:].strip())
-    return None
+    with state.faults.counting():
+        delay = state.faults.latency_seconds()
+        if delay:
+            time.sleep(delay)
+        fault = state.faults.next_fault()
+        if fault is not None and fault.status == 429:
+            return ApiError(429, "rate_limit_exceeded", f"Injected rate limit; retry in {fault.retry_after} s",
+                            {"Retry-After": str(fault.retry_after)})
+        if fault is not None:
+            return ApiError(fault.status, "server_error", "Injected server error")
+        authorization = request.headers.get("Authorization", "")
+        if authorization[:7].lower() == "bearer " and state.faults.expire_this_token():
+            state.expire_access_token(authorization[7:].strip())
+        return None
 
 
 def _authenticate(state: SandboxState, protector: ResourceProtector) -> Principal:

@@ -8,6 +8,9 @@ time through `POST /_control/faults`. Only the REST API counts (not /health, /oa
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 
@@ -57,6 +60,8 @@ class FaultInjector:
 
     def __init__(self, faults: Faults) -> None:
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
         self.configure(faults)
 
     @property
@@ -71,6 +76,33 @@ class FaultInjector:
             self._requests = 0
             self._bearer_requests = 0
             self._burst_left = faults.fail_next
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        """Mark one API request as being judged (its latency slept, its faults counted) for the block's length.
+
+        A request sleeping an earlier plan's latency is counted only when it wakes; `wait_until_idle`
+        lets a test wait for such stragglers, so they cannot take a hit of the plan it sets next.
+        """
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def wait_until_idle(self, timeout_seconds: float = 30.0) -> bool:
+        """Block until no request is being judged, at most `timeout_seconds`; return whether it got there."""
+        deadline = time.monotonic() + timeout_seconds
+        with self._lock:
+            while self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+            return True
 
     def latency_seconds(self) -> float:
         """Return the latency to add to this request, in seconds."""

@@ -9,6 +9,7 @@ import hmac
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -187,6 +188,19 @@ class TestFaults:
         renewed = refresh(http, token["refresh_token"])
         assert renewed.status_code == 200
         assert http.get("/me", headers=bearer(renewed.json()["access_token"])).status_code == 200
+
+    def test_a_request_still_sleeping_an_old_latency_is_waited_for(self, http, peer):
+        token = connect(http, peer)
+        http.post("/_control/faults", json={"latencyMs": 400})
+        with ThreadPoolExecutor(1) as pool:
+            straggler = pool.submit(http.get, "/me", headers=bearer(token["access_token"]))
+            time.sleep(0.1)  # it is asleep in the sandbox now
+            assert peer.state.faults.wait_until_idle(0.01) is False
+            assert peer.state.faults.wait_until_idle(5) is True
+            assert straggler.result(5).status_code == 200
+        http.post("/_control/faults", json={"unauthorizedEvery": 2})
+        # Counted under the new plan, the straggler would have been the first and this answer's 200 a 401.
+        assert [http.get("/me", headers=bearer(token["access_token"])).status_code for _ in range(2)] == [200, 401]
 
     def test_faults_set_at_start(self):
         with SandboxServer(SandboxConfig(faults=Faults(rate_limit_every=2))) as server, \
