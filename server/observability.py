@@ -41,18 +41,49 @@ REQUEST_FIELDS = ("requestId", "method", "path", "operationId", "status", "durat
 class JsonFormatter(logging.Formatter):
     """One JSON object per log record: time, level, logger, message and any request fields."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Every request logs a line: the second's text is formatted once per second, not per line
+        # (one tuple, replaced whole, so threads never read half of an update).
+        self._second: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
         """Return the record as a single-line JSON object."""
+        created = record.created
+        second, text = self._second
+        if int(created) != second:
+            second, text = int(created), time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+            self._second = (second, text)
         line = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.created % 1 * 1e6):06d}Z",
+            "time": text + f".{int(created % 1 * 1e6):06d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        line.update({key: getattr(record, key) for key in REQUEST_FIELDS if hasattr(record, key)})
+        fields = record.__dict__  # where `extra=` puts the request fields
+        line.update({key: fields[key] for key in REQUEST_FIELDS if key in fields})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return _LINE_ENCODER.encode(line)
+
+
+# json.dumps(line, default=str) builds an encoder per call; one, reused, writes the same text.
+_LINE_ENCODER = json.JSONEncoder(default=str)
+
+
+def request_duration(operation_id: str, status: int) -> Histogram:
+    """Return the REQUEST_DURATION child of one operation and status, looked up once per pair.
+
+    Bounded: operation ids are the contract's (or "unrouted") and statuses are HTTP's.
+    """
+    key = (operation_id, status)
+    child = _DURATION_CHILDREN.get(key)
+    if child is None:
+        child = _DURATION_CHILDREN[key] = REQUEST_DURATION.labels(operation_id=operation_id, status=str(status))
+    return child
+
+
+_DURATION_CHILDREN: dict[tuple[str, int], Histogram] = {}
 
 
 # Fields a text line appends as key=value (the message already shows method, path, status, duration).

@@ -23,8 +23,9 @@ shapes its answer (performance issue: about a quarter of the hub's fixed per-req
 for the operations it can call directly (below) it calls the handler itself with the arguments
 Connexion's own functions compute (`get_arguments`, the operation's URI parser) from what was
 decided once per operation: the handler, its argument names, sync or async, the parser. The
-answer is shaped by Connexion's own `AsyncResponseDecorator`. Every other operation, and any
-request whose body is not JSON, passes on to Connexion's app unchanged.
+answer is shaped by Connexion's own `AsyncResponseDecorator`, its media type inferred from the
+operation's `produces` kept at start-up (`OperationResponseDecorator`). Every other operation,
+and any request whose body is not JSON, passes on to Connexion's app unchanged.
 
 Called directly: operations whose request body, when they have one, is JSON only (no forms, no
 files, no raw bytes), whose handler takes no `**kwargs`, and which are not TRACE.
@@ -33,11 +34,16 @@ files, no raw bytes), whose handler takes no `**kwargs`, and which are not TRACE
 from __future__ import annotations
 
 import asyncio
+import collections.abc
+import functools
 import json
+import types
 import typing as t
 
+from connexion.exceptions import NonConformingResponseHeaders
 from connexion.context import _context, _operation, _receive, _scope
-from connexion.decorators.parameter import get_arguments, inspect_function_arguments, sanitized, unwrap_decorators
+from connexion.decorators.parameter import get_arguments, inspect_function_arguments, unwrap_decorators
+from connexion.decorators.parameter import sanitized as connexion_sanitized
 from connexion.decorators.response import AsyncResponseDecorator
 from connexion.frameworks.starlette import Starlette as StarletteFramework
 from connexion.jsonifier import Jsonifier
@@ -254,7 +260,7 @@ class HandlerOperation:
         self.is_async = asyncio.iscoroutinefunction(function)
         self.arguments, self.has_kwargs = inspect_function_arguments(unwrap_decorators(function))
         self.uri_parser = operation.uri_parser_class(operation.parameters, operation.body_definition())
-        self.response = AsyncResponseDecorator(framework=StarletteFramework, jsonifier=jsonifier)
+        self.response = OperationResponseDecorator(operation=operation, jsonifier=jsonifier)
         self.has_body = operation.is_request_body_defined
         self.bare = not operation.parameters and not self.has_body
         consumes = operation.consumes if self.has_body else []
@@ -316,6 +322,64 @@ class HandlerOperation:
             content_type=content_type.partition(";")[0].strip(),
         )
         return {sanitized(key): value for key, value in kwargs.items()}
+
+
+class OperationResponseDecorator(AsyncResponseDecorator):
+    """Connexion's response decorator, for one operation: its media types read once, not per answer.
+
+    Connexion's `_infer_content_type` reads the operation's `produces` through the request
+    context and scans the handler's headers with a typed helper on every answer; this decides
+    the same from `produces` kept at start-up. Raises NonConformingResponseHeaders as Connexion does.
+    """
+
+    def __init__(self, *, operation: AbstractOperation, jsonifier: Jsonifier) -> None:
+        super().__init__(framework=StarletteFramework, jsonifier=jsonifier)
+        self.declared = operation.produces
+        self.produces = list(set(self.declared))  # Connexion's own expression, in its order
+
+    def _infer_content_type(self, data: t.Any, headers: t.Any) -> str | None:
+        content_type = _content_type(headers)
+        produces = self.produces
+        if data is not None and not produces:
+            produces = ["application/json"]
+        if content_type:
+            if content_type not in produces:
+                raise NonConformingResponseHeaders(
+                    f"Returned content type ({content_type}) is not defined in operation spec ({self.declared}).")
+            return content_type
+        if len(produces) == 1:
+            return produces[0]
+        if not produces:  # an empty answer
+            return None
+        if isinstance(data, str):
+            wanted = "text/plain"
+        elif isinstance(data, (bytes, types.GeneratorType, collections.abc.Iterator)):
+            wanted = "application/octet-stream"
+        else:
+            wanted = None
+        for produced in produces:  # the last match, as Connexion's loop leaves it
+            if wanted and wanted in produced:
+                content_type = produced
+        if content_type is None:
+            raise NonConformingResponseHeaders(
+                "Multiple response content types are defined in the operation spec, but "
+                "the handler response did not specify which one to return.")
+        return content_type
+
+
+def _content_type(headers: t.Any) -> str | None:
+    # connexion.utils.extract_content_type: the first Content-Type of a dict or of (name, value) pairs.
+    for key, value in headers.items() if isinstance(headers, dict) else headers:
+        name = key.decode("latin-1") if isinstance(key, bytes) else key
+        if name.lower() == "content-type":
+            return value.decode("latin-1") if isinstance(value, bytes) else value
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def sanitized(name: str) -> str:
+    """Connexion's `sanitized` (an argument's Python name: three regular expressions), remembered per name."""
+    return connexion_sanitized(name)
 
 
 class HandlerAPI(RoutedAPI[HandlerOperation]):

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from server.cors import EnvelopeCORSMiddleware
 from server.errors import ApiError, error_response
-from server.observability import REQUEST_DURATION
+from server.observability import request_duration
 from server.request_context import adopt_request_id, set_request_id
 from server.security import stamp_security_headers
 from server.validation import normalize_media_type
@@ -148,7 +148,7 @@ class RequestContextMiddleware:
         # The rate-limit middleware (after routing and security) noted the operation and tenant.
         state = scope.get("state") or {}
         operation_id = state.get("operation_id") or "unrouted"
-        REQUEST_DURATION.labels(operation_id=operation_id, status=str(status)).observe(elapsed)
+        request_duration(operation_id, status).observe(elapsed)
         fields = {"requestId": request_id, "method": scope.get("method"), "path": scope.get("path"),
                   "operationId": operation_id, "status": status, "durationMs": round(elapsed * 1000, 1),
                   "tenantId": state.get("tenant_id")}

@@ -177,3 +177,45 @@ def test_an_operation_without_parameters_still_refuses_a_query_parameter(client,
     refused = client.get("/api/v1/auth/me?unexpected=1", headers=tenant_admin.headers)
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+PRODUCES = [[], ["application/json"], ["application/json", "text/plain"], ["application/json", "application/octet-stream"],
+            ["text/plain", "text/plain; charset=utf-8"]]
+ANSWERS = [None, {"a": 1}, [1], "text", b"bytes", iter(())]
+HANDLER_HEADERS = [{}, {"X-Other": "1"}, {"Content-Type": "application/json"}, {"content-type": "text/plain"},
+                   [(b"content-type", b"application/json"), (b"content-type", b"text/plain")]]
+
+
+def _outcome(infer, data, headers):
+    try:
+        return infer(data, headers)
+    except Exception as exc:  # noqa: BLE001: the refusal itself is what is compared
+        return type(exc), str(exc)
+
+
+@pytest.mark.parametrize("produces", PRODUCES)
+def test_the_media_type_of_an_answer_is_inferred_as_connexion_does(produces):
+    from connexion.context import _operation
+    from connexion.decorators.response import BaseResponseDecorator
+
+    class Operation:
+        pass
+
+    operation = Operation()
+    operation.produces = produces
+    decorator = pipeline.OperationResponseDecorator(operation=operation, jsonifier=pipeline.Jsonifier())
+    token = _operation.set(operation)
+    try:
+        outcomes = [(_outcome(decorator._infer_content_type, data, headers),
+                     _outcome(BaseResponseDecorator._infer_content_type, data, headers))
+                    for data in ANSWERS for headers in HANDLER_HEADERS]
+    finally:
+        _operation.reset(token)
+    assert [ours for ours, _ in outcomes] == [connexions for _, connexions in outcomes]
+    kinds = {isinstance(ours, tuple) for ours, _ in outcomes}
+    assert kinds == {True, False}  # answers and refusals alike were compared
+
+
+def test_argument_names_are_sanitized_as_connexion_does():
+    names = ["body", "limit", "sort[by]", "x-tenant", "1st", "a.b", "filter[]", ""]
+    assert [pipeline.sanitized(name) for name in names] == [connexion_parameter.sanitized(name) for name in names]

@@ -42,3 +42,20 @@ def test_an_unrouted_anonymous_request_says_so_in_text(client, request_records):
     record = next(r for r in request_records() if getattr(r, "requestId", None) == request_id)
 
     assert formatter("text").format(record).endswith(f"requestId={request_id} operationId=unrouted tenantId=-")
+
+
+def test_a_json_line_has_its_time_to_the_microsecond_across_seconds_and_any_field_as_text():
+    import uuid
+
+    json_formatter = formatter("json")
+    tenant = uuid.uuid4()
+    lines = []
+    for created in (1_700_000_000.25, 1_700_000_000.75, 1_700_000_001.5):
+        record = logging.LogRecord("hub.request", logging.INFO, __file__, 1, "GET %s", ("/x",), None)
+        record.created = created
+        record.requestId, record.tenantId, record.durationMs = "r-1", tenant, 1.5
+        lines.append(json.loads(json_formatter.format(record)))
+    assert [line["time"] for line in lines] == [
+        "2023-11-14T22:13:20.250000Z", "2023-11-14T22:13:20.750000Z", "2023-11-14T22:13:21.500000Z"]
+    assert lines[0] | {"time": None} == {"time": None, "level": "info", "logger": "hub.request", "message": "GET /x",
+                                         "requestId": "r-1", "durationMs": 1.5, "tenantId": str(tenant)}
