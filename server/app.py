@@ -22,7 +22,6 @@ from connectors.outbound import OutboundPolicy
 from persistence import db, vault
 from server import connexion_patches, errors, idempotency, ratelimit, realtime, runtime
 from server.operation_policy import OperationPolicyMiddleware
-from server import pipeline
 from server.pipeline import middleware_stack
 from server.observability import configure_logging
 from server.request_log import RequestContextMiddleware
@@ -268,7 +267,6 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
         validator_map=validator_map(),
         swagger_ui_options=SwaggerUIOptions(swagger_ui=settings.swagger_ui_enabled),
         resolver=TagResolver(),
-        security_map=dict(pipeline.SECURITY_MAP),
     )
     # Connexion would validate and resolve the specs again; they were (load_spec).
     resolved = connexion_patches.ResolvedSpecification

@@ -46,8 +46,7 @@ import json
 import types
 import typing as t
 
-from connexion.exceptions import NonConformingResponseHeaders, OAuthProblem, OAuthResponseProblem
-from connexion.security import NO_VALUE, BearerSecurityHandler
+from connexion.exceptions import NonConformingResponseHeaders
 from connexion.context import _context, _operation, _receive, _scope
 from connexion.decorators.parameter import get_arguments, inspect_function_arguments, unwrap_decorators
 from connexion.decorators.parameter import sanitized as connexion_sanitized
@@ -447,49 +446,6 @@ class HandlerMiddleware(RoutedMiddleware[HandlerAPI]):
 
     api_cls = HandlerAPI
 
-
-class DirectBearerSecurityHandler(BearerSecurityHandler):
-    """Connexion's bearer scheme check, as one plain call per request.
-
-    Connexion's check reads `Authorization` through its request object's Starlette headers,
-    then awaits a coroutine that asks, on every request, which keywords the scheme's function
-    takes. This reads the header from the request's scope, decides the keywords once, and
-    calls a synchronous function directly (Connexion's own wrapper still serves an `async`
-    one). The outcomes are Connexion's: no bearer token is NO_VALUE (the next scheme is
-    tried), a malformed header raises OAuthProblem, a None from the function
-    OAuthResponseProblem, and whatever the function raises propagates.
-    """
-
-    def _get_verify_func(self, token_info_func: t.Callable) -> t.Callable:
-        if asyncio.iscoroutinefunction(token_info_func):
-            return super()._get_verify_func(token_info_func)
-        keywords = {}
-        if self._accepts_kwarg(token_info_func, self.required_scopes_kw):
-            keywords[self.required_scopes_kw] = None  # the bearer scheme passes no scopes
-        takes_request = self._accepts_kwarg(token_info_func, self.request_kw)
-        request_kw = self.request_kw
-
-        def verify(request: t.Any) -> t.Any:
-            authorization = _header(request.scope, b"authorization")
-            if not authorization:
-                return NO_VALUE
-            try:
-                auth_type, token = authorization.split(maxsplit=1)
-            except ValueError:
-                raise OAuthProblem(detail="Invalid authorization header") from None
-            if auth_type.lower() != "bearer":
-                return NO_VALUE
-            kwargs = {**keywords, request_kw: request} if takes_request else keywords
-            token_info = token_info_func(token, **kwargs)
-            if token_info is None:
-                raise OAuthResponseProblem(detail="Provided token is not valid")
-            return token_info
-
-        return verify
-
-
-# Security scheme type -> the hub's handler in Connexion's place (the app's `security_map`).
-SECURITY_MAP: dict[str, type] = {"bearer": DirectBearerSecurityHandler}
 
 # Connexion's middleware -> the hub's compiled one in its place.
 REPLACEMENTS: dict[type, type] = {

@@ -90,15 +90,13 @@ def test_without_the_patch_connexion_rebuilds_the_chain_per_request(client, tena
     assert count_signature_reads.count(handler) == 3
 
 
-def test_the_security_handlers_inspect_their_functions_once(client, tenant_admin, monkeypatch):
+def test_the_security_handler_inspects_the_bearer_function_once(client, tenant_admin, monkeypatch):
     calls = count_signature_reads_in(connexion_security, monkeypatch)
     connexion_patches._accepts_kwarg.cache_clear()
     for _ in range(4):
-        assert client.get("/api/v1/auth/me", cookies={"hub_session": tenant_admin.access_token}).status_code == 200
         assert client.get("/api/v1/auth/me", headers=tenant_admin.headers).status_code == 200
-    # The cookie scheme's check is Connexion's: once per keyword (required_scopes, request), not
-    # twice per request. The bearer scheme's (server/pipeline.py) decided its keywords at start-up.
-    assert (calls.count("authenticate_cookie"), calls.count("authenticate_bearer")) == (2, 0)
+    # Once per keyword (required_scopes, request), not twice per request.
+    assert calls.count("authenticate_bearer") == 2
 
 
 def test_handlers_still_receive_their_arguments_through_the_cached_chain(client, tenant_admin):

@@ -33,15 +33,13 @@ def _operations(app) -> dict[str, HandlerOperation]:
 
 @pytest.fixture(scope="module")
 def through_connexion(settings):
-    """A twin of the hub on Connexion's own middlewares and security handlers (none of server/pipeline.py's)."""
-    saved, saved_security = dict(pipeline.REPLACEMENTS), dict(pipeline.SECURITY_MAP)
+    """A twin of the hub on Connexion's own middlewares (none of server/pipeline.py's replacements)."""
+    saved = dict(pipeline.REPLACEMENTS)
     pipeline.REPLACEMENTS.clear()
-    pipeline.SECURITY_MAP.clear()
     try:
         twin = create_app(settings)
     finally:
         pipeline.REPLACEMENTS.update(saved)
-        pipeline.SECURITY_MAP.update(saved_security)
     with TestClient(twin, raise_server_exceptions=False) as twin_client:
         assert twin_client.get("/health").status_code == 200  # builds the middleware stack
         names = {type(middleware).__name__ for middleware in twin.middleware.middleware_stack}
@@ -136,12 +134,6 @@ def test_direct_calls_answer_as_connexion_does(client, through_connexion, tenant
         ("GET", "/api/v1/admin/tenants", {}),
         ("GET", "/api/v1/auth/me", {"headers": {"Authorization": "Bearer not-a-token"}}),
         ("GET", "/api/v1/auth/me", {"headers": {"Authorization": ""}}),
-        # The bearer scheme's own outcomes: a malformed header, another scheme, case, spacing, an API token.
-        ("GET", "/api/v1/auth/me", {"headers": {"Authorization": "Bearer"}}),
-        ("GET", "/api/v1/auth/me", {"headers": {"Authorization": "Basic dXNlcjpwYXNz"}}),
-        ("GET", "/api/v1/auth/me", {"headers": {"Authorization": auth["Authorization"].replace("Bearer ", "bEaReR   ")}}),
-        ("GET", "/api/v1/auth/me", {"headers": {"Authorization": "Bearer hub_abcd1234_not-a-real-secret"}}),
-        ("GET", "/api/v1/auth/me", {"headers": {"Authorization": "Basic x", "Cookie": "hub_session=nope"}}),
     ]
     for method, path, extra in requests:
         headers = {**auth, **extra.pop("headers", {})}
