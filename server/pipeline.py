@@ -31,10 +31,6 @@ and any request whose body is not JSON, passes on to Connexion's app unchanged.
 
 Called directly: operations whose request body, when they have one, is JSON only (no forms, no
 files, no raw bytes), whose handler takes no `**kwargs`, and which are not TRACE.
-
-`SECURITY_MAP` is the app's `security_map` (Connexion's public way to replace a scheme's
-handler): `DirectBearerSecurityHandler` checks the bearer scheme with Connexion's outcomes in
-one plain call.
 """
 
 from __future__ import annotations

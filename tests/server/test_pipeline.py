@@ -134,6 +134,12 @@ def test_direct_calls_answer_as_connexion_does(client, through_connexion, tenant
         ("GET", "/api/v1/admin/tenants", {}),
         ("GET", "/api/v1/auth/me", {"headers": {"Authorization": "Bearer not-a-token"}}),
         ("GET", "/api/v1/auth/me", {"headers": {"Authorization": ""}}),
+        # Credentials: a malformed header, another scheme, case and spacing, an API token's shape, a bad cookie.
+        ("GET", "/api/v1/auth/me", {"headers": {"Authorization": "Bearer"}}),
+        ("GET", "/api/v1/auth/me", {"headers": {"Authorization": "Basic dXNlcjpwYXNz"}}),
+        ("GET", "/api/v1/auth/me", {"headers": {"Authorization": auth["Authorization"].replace("Bearer ", "bEaReR   ")}}),
+        ("GET", "/api/v1/auth/me", {"headers": {"Authorization": "Bearer hub_abcd1234_not-a-real-secret"}}),
+        ("GET", "/api/v1/auth/me", {"headers": {"Authorization": "Basic x", "Cookie": "hub_session=nope"}}),
     ]
     for method, path, extra in requests:
         headers = {**auth, **extra.pop("headers", {})}
