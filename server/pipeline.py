@@ -58,7 +58,6 @@ from connexion.middleware.request_validation import (RequestValidationAPI, Reque
                                                      RequestValidationOperation)
 from connexion.middleware.response_validation import ResponseValidationMiddleware
 from connexion.middleware.routing import RoutingMiddleware
-from connexion.middleware.routing import _scope as routing_scope
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.operations import AbstractOperation
 from connexion.utils import is_json_mimetype, is_nullable
@@ -125,45 +124,14 @@ class IndexedRoutingMiddleware(RoutingMiddleware):
     """
 
     indexed = False
-    mounts: list[tuple[Mount, "IndexedRoutes"]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Index the APIs' routers on the first request (every API is added by then), then route.
-
-        A request that matches an operation fully is handed to that operation's Connexion
-        `RoutingOperation` at once, with the scope Starlette's router, the API's mount and the
-        route would have built on the way (the copy of the original kept first, as Connexion's
-        routing middleware keeps it); anything else goes through the router as before.
-        """
+        """Index the APIs' routers on the first request (every API is added by then), then route."""
         if not self.indexed:
-            self.mounts = []
             for route in self.router.routes:
                 if isinstance(route, Mount) and type(route.app) is Router:
                     route.app = IndexedRoutes(route.app)
-                if isinstance(route, Mount) and isinstance(route.app, IndexedRoutes):
-                    self.mounts.append((route, route.app))
-                else:
-                    self.mounts.append((route, None))
             self.indexed = True
-        if scope["type"] == "http":
-            for route, routes in self.mounts:
-                match, mount_scope = route.matches(scope)
-                if match is Match.NONE:
-                    continue
-                if match is Match.FULL and routes is not None:
-                    inner_scope = {**scope, **mount_scope}
-                    hit = routes.match(inner_scope)
-                    if hit is not None:
-                        operation, route_scope = hit
-                        routing_scope.set(scope.copy())  # RoutingMiddleware.__call__
-                        scope.setdefault("router", self.router)  # Router.__call__
-                        scope.update(mount_scope)  # Router.app, a full match: the mount
-                        scope.setdefault("router", routes.router)  # IndexedRoutes, a full match: the route
-                        scope["route"] = operation
-                        scope.update(route_scope)
-                        await operation.app(scope, receive, send)  # Route.handle, its method allowed
-                        return
-                break  # the router's own walk decides the rest
         await super().__call__(scope, receive, send)
 
 
@@ -182,28 +150,20 @@ class IndexedRoutes:
                 self.index[segment] = [other for other in router.routes
                                        if other in wildcard or _first_segment_of_route(other) == segment]
 
-    def match(self, scope: Scope) -> tuple[Route, Scope] | None:
-        """Return the first route (and its child scope) that matches the request fully, else None."""
-        path = get_route_path(scope)
-        if path.startswith("/"):
-            for route in self.index.get(path.split("/", 2)[1], self.wildcard):
-                match, child_scope = route.matches(scope)
-                if match is Match.FULL:
-                    return route, child_scope
-        return None
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Hand the request to the first route that matches it fully, else to the router."""
         if scope["type"] == "http":
-            hit = self.match(scope)
-            if hit is not None:
-                route, child_scope = hit
-                # What Router.app does with a full match.
-                scope.setdefault("router", self.router)
-                scope["route"] = route
-                scope.update(child_scope)
-                await route.handle(scope, receive, send)
-                return
+            path = get_route_path(scope)
+            if path.startswith("/"):
+                for route in self.index.get(path.split("/", 2)[1], self.wildcard):
+                    match, child_scope = route.matches(scope)
+                    if match is Match.FULL:
+                        # What Router.app does with a full match.
+                        scope.setdefault("router", self.router)
+                        scope["route"] = route
+                        scope.update(child_scope)
+                        await route.handle(scope, receive, send)
+                        return
         await self.router(scope, receive, send)
 
 
