@@ -35,42 +35,6 @@ class BodyTooLarge(ApiError):
         super().__init__(413, "VALIDATION_ERROR", f"Request body exceeds {limit} bytes", details={"maxBytes": limit})
 
 
-class AnswerHeaders:
-    """An answer's headers (an ASGI `http.response.start` message) as `MutableHeaders` sets them, names indexed once.
-
-    `MutableHeaders` scans the whole header list for every header it sets; stamping the request
-    id, the rate-limit and the security headers on each answer took eight scans. This reads
-    the names once: a header the answer does not have yet is appended, one it has is replaced
-    as `MutableHeaders` replaces it (first occurrence kept, the others dropped).
-    """
-
-    def __init__(self, message: Message) -> None:
-        self._message = message
-        self._list = message["headers"] = list(message.get("headers") or ())
-        self._names = {name for name, _ in self._list}
-
-    def __contains__(self, key: str) -> bool:
-        return key.lower().encode("latin-1") in self._names
-
-    def __setitem__(self, key: str, value: str) -> None:
-        name = key.lower().encode("latin-1")
-        if name in self._names:
-            MutableHeaders(scope=self._message)[key] = value
-            self._list = self._message["headers"]
-        else:
-            self._list.append((name, value.encode("latin-1")))
-            self._names.add(name)
-
-    def setdefault(self, key: str, value: str) -> str:
-        """Set `key` to `value` unless the answer has it; return the value it has."""
-        name = key.lower().encode("latin-1")
-        if name in self._names:
-            return next(value for header, value in self._list if header == name).decode("latin-1")
-        self._list.append((name, value.encode("latin-1")))
-        self._names.add(name)
-        return value
-
-
 class RequestContextMiddleware:
     """Give each request an id, cap its body, apply CORS, stamp the answer's headers and log one line.
 
@@ -112,7 +76,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status_holder = {"status": 500}
 
-        def stamp_request(headers: MutableHeaders | AnswerHeaders) -> None:
+        def stamp_request(headers: MutableHeaders) -> None:
             headers["X-Request-ID"] = request_id
             for key, value in (scope.get("state") or {}).get("response_headers", {}).items():
                 headers.setdefault(key, value)
@@ -127,7 +91,7 @@ class RequestContextMiddleware:
             # `_secured` then `send_with_id`, with one header view of the answer.
             if message["type"] == "http.response.start":
                 status = status_holder["status"] = message["status"]
-                headers = AnswerHeaders(message)
+                headers = MutableHeaders(scope=message)
                 stamp_security_headers(headers, status, scope, production=self.production)
                 stamp_request(headers)
             await send(message)

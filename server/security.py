@@ -401,11 +401,8 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, stamp)
 
 
-def stamp_security_headers(headers: Any, status: int, scope: Scope, *, production: bool) -> None:
+def stamp_security_headers(headers: MutableHeaders, status: int, scope: Scope, *, production: bool) -> None:
     """Add `SecurityHeadersMiddleware`'s headers to an answer's `headers` (its status, its request's `scope`).
-
-    `headers`: a `MutableHeaders`, or the request-context middleware's `AnswerHeaders` (the same
-    `[]=` and `in`).
 
     Also called by the request-context middleware, which stamps them in its own single pass
     over the answer's headers (`server/request_log.py`).
