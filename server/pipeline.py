@@ -8,9 +8,7 @@ and response validation left out when it is off (it would only pass each request
 - `FastSwaggerUIMiddleware`: Swagger UI and `openapi.json`, without a router walk for every
   other request.
 - `IndexedRoutingMiddleware`: Connexion's routing, each request matched only against the
-  routes that share its first path segment (Starlette's router tries every route in turn),
-  and a full match handed straight to its operation (no walk through the router, the API's
-  mount and the route, each a layer of its own).
+  routes that share its first path segment (Starlette's router tries every route in turn).
 - `CompiledRequestValidationMiddleware`: request validation with the operation's parameter
   validator, URI parser and body validators built once, not per request.
 - `HandlerMiddleware`, in place of `ContextMiddleware`: below.
