@@ -350,7 +350,7 @@ class OperationResponseDecorator(AsyncResponseDecorator):
         if len(produces) == 1:
             return produces[0]
         if not produces:  # an empty answer
-            return None
+            return content_type
         if isinstance(data, str):
             wanted = "text/plain"
         elif isinstance(data, (bytes, types.GeneratorType, collections.abc.Iterator)):
