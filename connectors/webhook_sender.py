@@ -96,6 +96,8 @@ class WebhookSender:
         self.policy, self.https_only = policy, https_only
         self._limit, self._timeout = max_connections, timeout
         self._session: aiohttp.ClientSession | None = None
+        self._tls_errors: tuple[type[BaseException], ...] = ()
+        self._client_errors: tuple[type[BaseException], ...] = ()
 
     async def __aenter__(self) -> "WebhookSender":
         # Imported here, not with the module: the API imports this module (the endpoint URL
@@ -105,6 +107,9 @@ class WebhookSender:
         import aiohttp
 
         connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, ssl=tls_context())
+        # What `send` tells apart, kept with the session so an attempt needs no import.
+        self._tls_errors = (aiohttp.ClientSSLError, ssl.SSLError)
+        self._client_errors = (aiohttp.ClientError, OSError)
         self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self._timeout),
                                               cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
         return self
@@ -129,8 +134,6 @@ class WebhookSender:
 
     async def send(self, job: Job) -> AttemptResult:
         """Make one attempt of `job`; never raises: every failure is an AttemptResult with its error kind."""
-        import aiohttp  # loaded by __aenter__ already
-
         started = time.perf_counter()
         try:
             target, host_header, server_name = await self._pinned(job.url)
@@ -148,9 +151,9 @@ class WebhookSender:
             return _failed(job, started, "ssrf_refused", exc)
         except TimeoutError as exc:  # aiohttp's timeouts (ServerTimeoutError included) are TimeoutErrors
             return _failed(job, started, "timeout", str(exc) or "timed out")
-        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+        except self._tls_errors as exc:
             return _failed(job, started, "tls", exc)
-        except (aiohttp.ClientError, OSError) as exc:
+        except self._client_errors as exc:
             return _failed(job, started, "connect_error", exc)
         except Exception as exc:  # noqa: BLE001 - a sender bug must not lose the delivery: it retries
             return _failed(job, started, "connect_error", exc)
