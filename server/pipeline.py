@@ -368,7 +368,8 @@ class OperationResponseDecorator(AsyncResponseDecorator):
 
 
 def _content_type(headers: t.Any) -> str | None:
-    # connexion.utils.extract_content_type: the first Content-Type of a dict or of (name, value) pairs.
+    # connexion.utils.extract_content_type (the first Content-Type of a dict or of (name, value)
+    # pairs) without the `typing` expression it builds on every call, a third of its cost.
     for key, value in headers.items() if isinstance(headers, dict) else headers:
         name = key.decode("latin-1") if isinstance(key, bytes) else key
         if name.lower() == "content-type":
