@@ -17,6 +17,7 @@ from persistence.db import transaction
 from persistence.models import User
 from persistence.refresh_tokens import RefreshRejected
 from server.errors import ApiError
+from server.pipeline import local_read
 from server.security import (INVALID_CREDENTIALS, INVALID_TOKEN, Caller, cookie_refresh_token, refuse_standing,
                              request_actor, session_cookies)
 from server.tokens import decode, mint_access, mint_refresh
@@ -117,6 +118,7 @@ def logout(token_info: dict, body: dict | None = None) -> Response:
     return session_cookies(None, status=204)
 
 
+@local_read
 def get_me(token_info: dict) -> dict:
     """Return the caller, its tenant and the scopes its role grants."""
     caller = Caller.from_token(token_info)

@@ -9,8 +9,10 @@ from handlers import views
 from handlers.catalog_cursor import Listing
 from persistence import providers
 from persistence.db import transaction
+from server.pipeline import local_read
 
 
+@local_read
 def list_catalog(token_info: dict, limit: int = 50, offset: int = 0, cursor: str | None = None,
                  category: str | None = None, search: str | None = None, sortBy: str = "name",
                  sortOrder: str = "asc") -> dict:
@@ -26,6 +28,7 @@ def list_catalog(token_info: dict, limit: int = 50, offset: int = 0, cursor: str
         return page
 
 
+@local_read
 def get_catalog_provider(category: str, id: str, token_info: dict) -> dict:
     """Return one catalog provider; a system or inactive provider answers 404."""
     with transaction() as session:

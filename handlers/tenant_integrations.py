@@ -8,6 +8,7 @@ from uuid import UUID
 from handlers import views
 from persistence import events, integrations, providers, tenants
 from persistence.db import transaction
+from server.pipeline import local_read
 from server.security import Caller
 
 BASE = "/api/v1/tenant/integrations"
@@ -26,6 +27,7 @@ def _view(session, caller: Caller, id: str) -> dict:
     return views.integration(integrations.get_row(session, tenant_id=caller.tenant_id, integration_id=UUID(id)))
 
 
+@local_read
 def list_tenant_integrations(token_info: dict, limit: int = 50, offset: int = 0, status: str | None = None,
                              providerName: str | None = None, search: str | None = None,
                              sortBy: str = "createdAt", sortOrder: str = "asc") -> dict:
@@ -52,6 +54,7 @@ def create_tenant_integration(body: dict, token_info: dict) -> tuple[dict, int, 
         return view, 201, {"Location": f"{BASE}/{row.integration.id}"}
 
 
+@local_read
 def get_tenant_integration(id: str, token_info: dict) -> dict:
     """Return one integration of the caller's tenant."""
     caller = Caller.from_token(token_info)

@@ -64,6 +64,11 @@ def transaction() -> Iterator[Session]:
             raise
 
 
+def is_sqlite() -> bool:
+    """Return True when the configured engine is SQLite (False when none is configured yet)."""
+    return _engine is not None and _engine.dialect.name == "sqlite"
+
+
 def ping() -> bool:
     """Return True when the database answers `SELECT 1`, False on any database error."""
     try:

@@ -29,6 +29,12 @@ and any request whose body is not JSON, passes on to Connexion's app unchanged.
 
 Called directly: operations whose request body, when they have one, is JSON only (no forms, no
 files, no raw bytes), whose handler takes no `**kwargs`, and which are not TRACE.
+
+Where a sync handler runs: in the threadpool (Connexion's choice for every sync handler), except a
+handler marked `@local_read` while the database is SQLite, which runs on the event loop. A thread
+hop is what a blocking wait needs; a SQLite read in WAL mode never waits (readers take no lock),
+so for it the hop only adds cost: the handoff, and the request's database work split between two
+threads on two cores (performance issue: about a third of the CPU of `GET /auth/me` unpinned).
 """
 
 from __future__ import annotations
@@ -66,9 +72,25 @@ from starlette.responses import Response as StarletteResponse
 from starlette.routing import Match, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from persistence import db
 from server.raw_body import read_body
 
 CONTEXT_ARGUMENT = "context_"  # connexion.decorators.parameter.CONTEXT_NAME
+LOCAL_READ = "__hub_local_read__"
+
+
+def local_read(handler: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    """Mark a sync handler that only reads the hub's own database, and return it unchanged.
+
+    Such a handler writes nothing (so it never waits for SQLite's write lock), calls nothing
+    outside the process and does a bounded amount of work (one page, one row): on SQLite
+    `HandlerOperation` calls it on the event loop instead of in the threadpool. On any other
+    database it runs in the threadpool like every sync handler, since a query there waits on
+    the network. Marking a handler that writes or calls out would stall every request of the
+    process while it waits: `tests/server/test_pipeline.py` checks what the marked ones do.
+    """
+    setattr(handler, LOCAL_READ, True)
+    return handler
 # What the Swagger UI middleware serves (SwaggerUIOptions defaults: `/openapi.json`, `/ui`, its
 # config and static files under `/ui/`); any other path goes straight on.
 SWAGGER_UI_MARKERS = ("/openapi.json", "/ui", "/swagger-ui-config.json")
@@ -258,6 +280,7 @@ class HandlerOperation:
         function = operation.function
         self.function = function
         self.is_async = asyncio.iscoroutinefunction(function)
+        self.local_read = getattr(function, LOCAL_READ, False)
         self.arguments, self.has_kwargs = inspect_function_arguments(unwrap_decorators(function))
         self.uri_parser = operation.uri_parser_class(operation.parameters, operation.body_definition())
         self.response = OperationResponseDecorator(operation=operation, jsonifier=jsonifier)
@@ -287,6 +310,8 @@ class HandlerOperation:
         kwargs = self._arguments(scope, context, body, content_type)
         if self.is_async:
             answer = await self.function(**kwargs)
+        elif self.local_read and db.is_sqlite():
+            answer = self.function(**kwargs)
         else:
             answer = await run_in_threadpool(self.function, **kwargs)
         if isinstance(answer, StarletteResponse):

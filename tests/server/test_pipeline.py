@@ -8,13 +8,16 @@ and the answers compare equal (status, headers, body), successes and refusals al
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
+import sqlalchemy as sa
 from connexion.decorators import parameter as connexion_parameter
 from connexion.middleware.response_validation import ResponseValidationMiddleware
 from starlette.testclient import TestClient
 
+from persistence import db
 from server import connexion_patches, pipeline
 from server.app import create_app
 from server.pipeline import (CompiledRequestValidationMiddleware, FastSwaggerUIMiddleware, HandlerMiddleware,
@@ -146,6 +149,57 @@ def test_direct_calls_answer_as_connexion_does(client, through_connexion, tenant
         direct = client.request(method, path, headers=headers, **extra)
         through = through_connexion.request(method, path, headers=headers, **extra)
         assert _answer(direct) == _answer(through), (method, path)
+
+
+LOCAL_READS = {"get_me", "list_catalog", "get_catalog_provider", "list_tenant_integrations", "get_tenant_integration"}
+
+
+def _statements(client, method: str, path: str, headers: dict) -> tuple[int, list[tuple[int, str]]]:
+    """Send one request; return its status and the (thread id, first SQL word) of every statement it ran."""
+    seen: list[tuple[int, str]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append((threading.get_ident(), statement.split(None, 1)[0].upper()))
+
+    sa.event.listen(db.engine(), "before_cursor_execute", record)
+    try:
+        status = client.request(method, path, headers=headers).status_code
+    finally:
+        sa.event.remove(db.engine(), "before_cursor_execute", record)
+    return status, seen
+
+
+def _local_read_requests(client, tenant_admin, super_admin) -> dict[str, tuple[str, str]]:
+    provider = factories.create_provider(client, super_admin)
+    integration = factories.enable_integration(client, tenant_admin, provider["id"])
+    return {
+        "get_me": ("GET", "/api/v1/auth/me"),
+        "list_catalog": ("GET", "/api/v1/integrations?limit=5"),
+        "get_catalog_provider": ("GET", f"/api/v1/integrations/{provider['category']}/{provider['id']}"),
+        "list_tenant_integrations": ("GET", "/api/v1/tenant/integrations"),
+        "get_tenant_integration": ("GET", f"/api/v1/tenant/integrations/{integration['id']}"),
+    }
+
+
+def test_the_handlers_marked_local_read_only_read(app, client, tenant_admin, super_admin):
+    # A marked handler runs on the event loop on SQLite: one that wrote would wait there for the
+    # write lock, and every request of the process with it.
+    marked = {op_id for op_id, op in _operations(app).items() if op.local_read}
+    assert marked == LOCAL_READS
+    for op_id, (method, path) in _local_read_requests(client, tenant_admin, super_admin).items():
+        status, statements = _statements(client, method, path, tenant_admin.headers)
+        assert status == 200, (op_id, status)
+        assert statements and {kind for _, kind in statements} == {"SELECT"}, (op_id, statements)
+
+
+def test_a_local_read_runs_on_the_event_loop_on_sqlite_only(client, tenant_admin, db_kind):
+    # The bearer check queries on the event loop; a local read then runs in the same thread on
+    # SQLite, and in a threadpool thread on PostgreSQL, like any other handler (the events list).
+    _, me = _statements(client, "GET", "/api/v1/auth/me", tenant_admin.headers)
+    _, events = _statements(client, "GET", "/api/v1/events?limit=1", tenant_admin.headers)
+    assert len(me) >= 2 and len(events) >= 2
+    assert len({thread for thread, _ in events}) == 2
+    assert len({thread for thread, _ in me}) == (1 if db_kind == "sqlite" else 2)
 
 
 def test_created_resources_are_answered_alike(client, through_connexion, tenant_admin):
