@@ -21,6 +21,7 @@ from connexion.spec import Specification
 from connectors.outbound import OutboundPolicy
 from persistence import db, vault
 from server import connexion_patches, errors, idempotency, ratelimit, realtime, runtime
+from server.jsonifier import FastJsonifier
 from server.operation_policy import OperationPolicyMiddleware
 from server.pipeline import middleware_stack
 from server.observability import configure_logging
@@ -267,6 +268,7 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
         validator_map=validator_map(),
         swagger_ui_options=SwaggerUIOptions(swagger_ui=settings.swagger_ui_enabled),
         resolver=TagResolver(),
+        jsonifier=FastJsonifier(),
     )
     # Connexion would validate and resolve the specs again; they were (load_spec).
     resolved = connexion_patches.ResolvedSpecification
