@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import statistics
 
 from benchlib import capabilities
@@ -36,6 +38,15 @@ def _spread(s: dict) -> str:
     """Median and half the min-max range as a share of it: `12,345 ±3%` (narrower than `_fmt`)."""
     half = (s["max"] - s["min"]) / 2 / s["median"] * 100 if s["median"] else 0.0
     return f"{s['median']:,.0f} ±{half:.0f}%"
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """`numerator / denominator`, or NaN (a MISS against every target) when the denominator is 0.
+
+    A wrk run in which an app completed no request (a loaded machine, `--quick`'s one-second
+    runs) has 0 req/s and a 0 ms p99.
+    """
+    return numerator / denominator if denominator else math.nan
 
 
 def _target(name: str, value: float, config: str, targets: dict[str, float]) -> dict | None:
@@ -73,9 +84,9 @@ def build(results: dict) -> tuple[dict, list[dict]]:
                     runs = raw["ops"][op.key][app]
                     entry[app] = {m: summary([r[m] for r in runs]) for m in ("rps", "p50_ms", "p99_ms", "server_cpu_us")}
                     entry[app]["errors"] = sum(r["errors"] for r in runs)
-                entry["rps_ratio"] = entry["hub"]["rps"]["median"] / entry["floor"]["rps"]["median"]
-                entry["p99_ratio"] = entry["hub"]["p99_ms"]["median"] / entry["floor"]["p99_ms"]["median"]
-                entry["fastapi_rps_ratio"] = entry["hub"]["rps"]["median"] / entry["fastapi"]["rps"]["median"]
+                entry["rps_ratio"] = _ratio(entry["hub"]["rps"]["median"], entry["floor"]["rps"]["median"])
+                entry["p99_ratio"] = _ratio(entry["hub"]["p99_ms"]["median"], entry["floor"]["p99_ms"]["median"])
+                entry["fastapi_rps_ratio"] = _ratio(entry["hub"]["rps"]["median"], entry["fastapi"]["rps"]["median"])
                 block["ops"][op.key] = entry
                 targets.append({"name": f"wrk {config} {op.key}: hub/floor req/s", "value": entry["rps_ratio"],
                                 "target": f">= {RPS_TARGET[config]}", "pass": entry["rps_ratio"] >= RPS_TARGET[config]})
