@@ -85,8 +85,13 @@ class _Subscriber(asyncio.Protocol):
                     self.opened.set_result(event.status_code)
             elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
                 self.inbox.append((arrived, bytes(event.data)))
-                if self.on_message is not None and EVENT_MARK in event.data:
-                    self.on_message()
+                if EVENT_MARK in event.data:
+                    if self.on_message is not None:
+                        self.on_message()
+                elif json.loads(event.data).get("type") == "ping":
+                    # As a client must: the hub closes a socket it has not heard from for
+                    # HUB_WS_IDLE_TIMEOUT_SECONDS (90 s), which a slow run of 1,000 sockets outlasted.
+                    self.conn.send_text(b'{"type":"pong"}')
         self._flush()
 
     def connection_lost(self, exc) -> None:
