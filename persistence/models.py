@@ -224,7 +224,7 @@ class Integration(Table, table=True):
     name: str = Field(max_length=200)
     description: Optional[str] = Field(default=None, max_length=1000)
     icon: Optional[str] = Field(default=None, max_length=200)
-    settings: dict = Field(default_factory=_new_dict, sa_type=sa.JSON)
+    settings: dict = _json(_new_dict)
     allowed_shard_types: list = _json()
     search_enabled: bool = False
     searchable_entities: list = _json()
