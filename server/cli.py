@@ -167,7 +167,7 @@ def _stop_worker_on_signals(worker, thread) -> None:
 
 
 def uvicorn_options(settings: Settings) -> dict:
-    """The uvicorn settings `serve` runs with (host, port, logging, proxy trust, WebSocket protocol).
+    """The uvicorn settings `serve` runs with (host, port, logging, proxy trust, event loop, WebSocket protocol).
 
     Proxy headers are believed only from `HUB_TRUSTED_PROXIES` (default: nobody). uvicorn's own
     default trusts `X-Forwarded-For` from 127.0.0.1, so behind any local tunnel or proxy a
@@ -184,8 +184,18 @@ def uvicorn_options(settings: Settings) -> dict:
         "access_log": False,
         "proxy_headers": bool(trusted),
         "forwarded_allow_ips": trusted or "",
+        "loop": SERVE_LOOP,
         **WEBSOCKET_OPTIONS,
     }
+
+
+# The event loop: asyncio's, not uvloop (uvicorn's "auto" when installed). libuv accepts one
+# connection per loop iteration (libuv/libuv#3696), and an iteration under load runs every ready
+# request's work, the `@local_read` handlers included (server/pipeline.py): with 32 busy
+# connections a new connection waited ~20 iterations, up to 3 s, before its first request was
+# read (`GET /auth/me` p99 1.4 s under wrk against 0.2 s on asyncio's loop, which accepts up to
+# 100 a tick; the same CPU per request or less: README "Performance").
+SERVE_LOOP = "asyncio"
 
 
 # WebSocket serving: the sans-I/O `websockets` protocol (one object per socket, no tasks of its

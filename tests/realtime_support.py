@@ -17,7 +17,7 @@ import uvicorn
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from server.cli import WEBSOCKET_OPTIONS
+from server.cli import SERVE_LOOP, WEBSOCKET_OPTIONS
 
 HOST = "127.0.0.1"
 
@@ -34,9 +34,10 @@ class ServedHub:
 
     def __init__(self, app: Any) -> None:
         self.port = free_port()
-        # The WebSocket options of `integration-hub serve`, so the tests see what production serves.
+        # The event loop and WebSocket options of `integration-hub serve`, so the tests see what
+        # production serves.
         self.server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=self.port, lifespan="off",
-                                                    log_level="warning", **WEBSOCKET_OPTIONS))
+                                                    log_level="warning", loop=SERVE_LOOP, **WEBSOCKET_OPTIONS))
         self.thread = threading.Thread(target=self.server.run, name="served-hub", daemon=True)
 
     @property

@@ -12,9 +12,10 @@ import urllib.request
 from pathlib import Path
 
 from benchlib.fixture import ROOT
+from server.cli import SERVE_LOOP
 
 SERVER_CORE = "0"
-HUB_APP = ("server.app:serving_app",)  # the factory `integration-hub serve` runs
+HUB_APP = ("server.app:serving_app", "--loop", SERVE_LOOP)  # the factory and event loop `integration-hub serve` runs
 FLOOR_APP = ("bench_floor:serving_floor", "--app-dir", str(ROOT / "scripts"))
 FASTAPI_APP = ("bench_fastapi:serving_fastapi", "--app-dir", str(ROOT / "scripts"))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server.cli import SERVE_LOOP
 from tests import factories
 from tests.conftest import JWT_SECRET
 from tests.realtime_support import HOST, Socket, free_port
@@ -37,7 +38,8 @@ class HubProcess:
         self.log = open(settings.var_dir / f"hub-{self.port}.log", "w+b")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "server.app:serving_app", "--host", HOST,
-             "--port", str(self.port), "--log-level", "warning", "--ws", "websockets-sansio"],
+             "--port", str(self.port), "--log-level", "warning", "--ws", "websockets-sansio",
+             "--loop", SERVE_LOOP],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     @property
