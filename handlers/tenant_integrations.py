@@ -8,7 +8,7 @@ from uuid import UUID
 from handlers import views
 from persistence import events, integrations, providers, tenants
 from persistence.db import transaction
-from server.pipeline import local_read
+from server.pipeline import local_read, local_write
 from server.security import Caller
 
 BASE = "/api/v1/tenant/integrations"
@@ -39,6 +39,7 @@ def list_tenant_integrations(token_info: dict, limit: int = 50, offset: int = 0,
         return views.page("integrations", result, views.integration)
 
 
+@local_write
 def create_tenant_integration(body: dict, token_info: dict) -> tuple[dict, int, dict]:
     """Enable a catalog provider for the caller's tenant (plan-gated for premium providers)."""
     caller = Caller.from_token(token_info)
@@ -62,6 +63,7 @@ def get_tenant_integration(id: str, token_info: dict) -> dict:
         return views.integration(integrations.get_row(session, tenant_id=caller.tenant_id, integration_id=UUID(id)))
 
 
+@local_write
 def update_tenant_integration(id: str, body: dict, token_info: dict) -> dict:
     """Change an integration's configuration."""
     caller = Caller.from_token(token_info)

@@ -70,12 +70,25 @@ def _on_commit(tenants: set[uuid.UUID]) -> None:
             loop.call_soon_threadsafe(wake, set(tenants))
         except RuntimeError:  # that loop is closed: its hub is gone
             pass
-    if _publisher is not None:
-        try:
-            for tenant in tenants:
-                _publisher.publish(REDIS_CHANNEL, str(tenant))
-        except Exception as exc:  # noqa: BLE001 - Redis down: the other processes' poll still finds it
-            logger.warning("realtime: Redis publish failed: %s", exc)
+    if _publisher is None:
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:  # a worker thread: it may wait for Redis
+        _publish(set(tenants))
+    else:
+        # A commit on the event loop (a `@local_write` handler on SQLite): Redis is a network call
+        # the loop must not wait for. Only a wake-up rides on it: the events are committed, and
+        # the other processes' poll finds them should it be lost.
+        running.run_in_executor(None, _publish, set(tenants))
+
+
+def _publish(tenants: set[uuid.UUID]) -> None:
+    try:
+        for tenant in tenants:
+            _publisher.publish(REDIS_CHANNEL, str(tenant))
+    except Exception as exc:  # noqa: BLE001 - Redis down: the other processes' poll still finds it
+        logger.warning("realtime: Redis publish failed: %s", exc)
 
 
 async def listen(settings: Settings, wake: Wake) -> None:

@@ -31,10 +31,14 @@ Called directly: operations whose request body, when they have one, is JSON only
 files, no raw bytes), whose handler takes no `**kwargs`, and which are not TRACE.
 
 Where a sync handler runs: in the threadpool (Connexion's choice for every sync handler), except a
-handler marked `@local_read` while the database is SQLite, which runs on the event loop. A thread
-hop is what a blocking wait needs; a SQLite read in WAL mode never waits (readers take no lock),
-so for it the hop only adds cost: the handoff, and the request's database work split between two
-threads on two cores (performance issue: about a third of the CPU of `GET /auth/me` unpinned).
+handler marked `@local_read` or `@local_write` while the database is SQLite, which runs on the
+event loop. A thread hop is what a blocking wait needs; a SQLite read in WAL mode never waits
+(readers take no lock), so for it the hop only adds cost: the handoff, and the request's database
+work split between two threads on two cores (performance issue: about a third of the CPU of
+`GET /auth/me` unpinned). A write can wait, for the write lock another connection holds: a
+`@local_write` handler runs on the loop with SQLite told not to wait (`db.without_lock_wait`);
+when it meets a held lock its transaction rolls back and it runs again in the threadpool, where
+it waits as any write does.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from connexion.middleware.routing import RoutingMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.operations import AbstractOperation
 from connexion.utils import is_json_mimetype, is_nullable
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette._utils import get_route_path
@@ -77,6 +82,7 @@ from server.raw_body import read_body
 
 CONTEXT_ARGUMENT = "context_"  # connexion.decorators.parameter.CONTEXT_NAME
 LOCAL_READ = "__hub_local_read__"
+LOCAL_WRITE = "__hub_local_write__"
 
 
 def local_read(handler: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
@@ -90,6 +96,21 @@ def local_read(handler: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
     process while it waits: `tests/server/test_pipeline.py` checks what the marked ones do.
     """
     setattr(handler, LOCAL_READ, True)
+    return handler
+
+
+def local_write(handler: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    """Mark a sync handler that only reads and writes the hub's own database, and return it unchanged.
+
+    Such a handler does its work in one transaction (`persistence.db.transaction`), calls nothing
+    outside the process, does a bounded amount of work, and can run twice: a first run that
+    met a lock committed nothing. On SQLite `HandlerOperation` calls it on the event loop without
+    waiting for locks; if SQLite answers SQLITE_BUSY (another connection, thread or process is
+    writing), the transaction rolls back and the handler runs again in the threadpool, where it
+    waits for the lock. On any other database it runs in the threadpool like every sync handler.
+    `tests/server/test_pipeline.py` checks where the marked ones run and the replay.
+    """
+    setattr(handler, LOCAL_WRITE, True)
     return handler
 # What the Swagger UI middleware serves (SwaggerUIOptions defaults: `/openapi.json`, `/ui`, its
 # config and static files under `/ui/`); any other path goes straight on.
@@ -281,6 +302,7 @@ class HandlerOperation:
         self.function = function
         self.is_async = asyncio.iscoroutinefunction(function)
         self.local_read = getattr(function, LOCAL_READ, False)
+        self.local_write = getattr(function, LOCAL_WRITE, False)
         self.arguments, self.has_kwargs = inspect_function_arguments(unwrap_decorators(function))
         self.uri_parser = operation.uri_parser_class(operation.parameters, operation.body_definition())
         self.response = OperationResponseDecorator(operation=operation, jsonifier=jsonifier)
@@ -312,6 +334,8 @@ class HandlerOperation:
             answer = await self.function(**kwargs)
         elif self.local_read and db.is_sqlite():
             answer = self.function(**kwargs)
+        elif self.local_write and db.is_sqlite():
+            answer = await self._write_locally(kwargs)
         else:
             answer = await run_in_threadpool(self.function, **kwargs)
         if isinstance(answer, StarletteResponse):
@@ -321,6 +345,17 @@ class HandlerOperation:
         else:
             response = self.response.build_framework_response(answer)
         await response(scope, receive, send)
+
+    async def _write_locally(self, kwargs: dict[str, t.Any]) -> t.Any:
+        try:
+            with db.without_lock_wait():
+                return self.function(**kwargs)
+        except OperationalError as exc:
+            if not db.is_lock_busy(exc):
+                raise
+        # Another connection holds SQLite's write lock: the first run rolled back; wait for the
+        # lock in a worker thread, as any write does.
+        return await run_in_threadpool(self.function, **kwargs)
 
     def _arguments(self, scope: Scope, context: dict, body: t.Any, content_type: str) -> dict[str, t.Any]:
         # What connexion.decorators.parameter.prep_kwargs computes from a ConnexionRequest; for

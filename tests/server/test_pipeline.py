@@ -8,16 +8,20 @@ and the answers compare equal (status, headers, body), successes and refusals al
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 import uuid
 
 import pytest
 import sqlalchemy as sa
 from connexion.decorators import parameter as connexion_parameter
 from connexion.middleware.response_validation import ResponseValidationMiddleware
+from sqlmodel import select
 from starlette.testclient import TestClient
 
 from persistence import db
+from persistence.models import AuditEntry, Event, Integration
 from server import connexion_patches, pipeline
 from server.app import create_app
 from server.pipeline import (CompiledRequestValidationMiddleware, FastSwaggerUIMiddleware, HandlerMiddleware,
@@ -154,7 +158,7 @@ def test_direct_calls_answer_as_connexion_does(client, through_connexion, tenant
 LOCAL_READS = {"get_me", "list_catalog", "get_catalog_provider", "list_tenant_integrations", "get_tenant_integration"}
 
 
-def _statements(client, method: str, path: str, headers: dict) -> tuple[int, list[tuple[int, str]]]:
+def _statements(client, method: str, path: str, headers: dict, **extra) -> tuple[int, list[tuple[int, str]]]:
     """Send one request; return its status and the (thread id, first SQL word) of every statement it ran."""
     seen: list[tuple[int, str]] = []
 
@@ -163,7 +167,7 @@ def _statements(client, method: str, path: str, headers: dict) -> tuple[int, lis
 
     sa.event.listen(db.engine(), "before_cursor_execute", record)
     try:
-        status = client.request(method, path, headers=headers).status_code
+        status = client.request(method, path, headers=headers, **extra).status_code
     finally:
         sa.event.remove(db.engine(), "before_cursor_execute", record)
     return status, seen
@@ -200,6 +204,74 @@ def test_a_local_read_runs_on_the_event_loop_on_sqlite_only(client, tenant_admin
     assert len(me) >= 2 and len(events) >= 2
     assert len({thread for thread, _ in events}) == 2
     assert len({thread for thread, _ in me}) == (1 if db_kind == "sqlite" else 2)
+
+
+LOCAL_WRITES = {"create_tenant_integration", "update_tenant_integration"}
+
+
+def test_the_handlers_marked_local_write_are_the_known_ones(app):
+    # A marked handler runs on the event loop on SQLite and may run twice (module docstring of
+    # server/pipeline.py): each one added must be one transaction on the hub's database and nothing else.
+    assert {op_id for op_id, op in _operations(app).items() if op.local_write} == LOCAL_WRITES
+
+
+def test_a_local_write_runs_on_the_event_loop_on_sqlite_only(client, tenant_admin, super_admin, db_kind):
+    provider = factories.create_provider(client, super_admin)
+    status, created = _statements(client, "POST", "/api/v1/tenant/integrations", tenant_admin.headers,
+                                  json={"integrationId": provider["id"], "name": factories.unique("Loop ")})
+    assert status == 201
+    assert "INSERT" in {kind for _, kind in created}
+    assert len({thread for thread, _ in created}) == (1 if db_kind == "sqlite" else 2)
+
+
+def test_a_local_write_meeting_the_write_lock_waits_for_it_in_a_worker_thread(client, tenant_admin, super_admin,
+                                                                              db_kind):
+    if db_kind != "sqlite":
+        pytest.skip("SQLite's write lock: on PostgreSQL a local write runs in the threadpool")
+    provider = factories.create_provider(client, super_admin)
+    name = factories.unique("Locked ")
+    seen: list[tuple[int, str]] = []
+    answers: dict[str, int] = {}
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("INSERT INTO integrations"):
+            seen.append((threading.get_ident(), statement))
+
+    def create() -> None:
+        answers["create"] = client.post("/api/v1/tenant/integrations", headers=tenant_admin.headers,
+                                        json={"integrationId": provider["id"], "name": name}).status_code
+
+    # Another process's writer, as far as SQLite knows: its own connection holding the write lock.
+    holder = sqlite3.connect(db.engine().url.database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    sa.event.listen(db.engine(), "before_cursor_execute", record)
+    try:
+        writer = threading.Thread(target=create)
+        writer.start()
+        deadline = time.monotonic() + 30
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        # The create waits for the lock; the event loop does not: a request on it is answered.
+        assert client.get("/api/v1/auth/me", headers=tenant_admin.headers).status_code == 200
+        assert writer.is_alive() and "create" not in answers
+        holder.execute("ROLLBACK")
+        writer.join(timeout=30)
+    finally:
+        sa.event.remove(db.engine(), "before_cursor_execute", record)
+        holder.close()
+    assert answers["create"] == 201
+    # The run on the loop, refused at once, and the run in a worker thread that waited.
+    assert len(seen) == 2 and seen[0][0] != seen[1][0]
+    with db.transaction() as session:
+        created = session.exec(select(Integration).where(Integration.name == name)).all()
+        assert len(created) == 1
+        integration_id = str(created[0].id)
+        audited = session.exec(select(AuditEntry).where(AuditEntry.action == "integration.create",
+                                                        AuditEntry.resource_id == integration_id)).all()
+        emitted = session.exec(select(Event).where(Event.type == "integration.created")).all()
+        assert len(audited) == 1
+        assert [event.data["id"] for event in emitted].count(integration_id) == 1
 
 
 def test_created_resources_are_answered_alike(client, through_connexion, tenant_admin):
