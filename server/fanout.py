@@ -75,7 +75,7 @@ def _on_commit(tenants: set[uuid.UUID]) -> None:
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:  # a worker thread: it may wait for Redis
-        _publish(set(tenants))
+        _publish(tenants)
     else:
         # A commit on the event loop (a `@local_write` handler on SQLite): Redis is a network call
         # the loop must not wait for. Only a wake-up rides on it: the events are committed, and

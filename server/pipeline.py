@@ -81,8 +81,7 @@ from persistence import db
 from server.raw_body import read_body
 
 CONTEXT_ARGUMENT = "context_"  # connexion.decorators.parameter.CONTEXT_NAME
-LOCAL_READ = "__hub_local_read__"
-LOCAL_WRITE = "__hub_local_write__"
+LOCAL = "__hub_local__"  # on a handler: "read" (`local_read`) or "write" (`local_write`)
 
 
 def local_read(handler: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
@@ -95,8 +94,7 @@ def local_read(handler: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
     the network. Marking a handler that writes or calls out would stall every request of the
     process while it waits: `tests/server/test_pipeline.py` checks what the marked ones do.
     """
-    setattr(handler, LOCAL_READ, True)
-    return handler
+    return _mark_local(handler, "read")
 
 
 def local_write(handler: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
@@ -110,7 +108,11 @@ def local_write(handler: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
     waits for the lock. On any other database it runs in the threadpool like every sync handler.
     `tests/server/test_pipeline.py` checks where the marked ones run and the replay.
     """
-    setattr(handler, LOCAL_WRITE, True)
+    return _mark_local(handler, "write")
+
+
+def _mark_local(handler: t.Callable[..., t.Any], kind: str) -> t.Callable[..., t.Any]:
+    setattr(handler, LOCAL, kind)
     return handler
 # What the Swagger UI middleware serves (SwaggerUIOptions defaults: `/openapi.json`, `/ui`, its
 # config and static files under `/ui/`); any other path goes straight on.
@@ -301,8 +303,8 @@ class HandlerOperation:
         function = operation.function
         self.function = function
         self.is_async = asyncio.iscoroutinefunction(function)
-        self.local_read = getattr(function, LOCAL_READ, False)
-        self.local_write = getattr(function, LOCAL_WRITE, False)
+        local = getattr(function, LOCAL, None)
+        self.local_read, self.local_write = local == "read", local == "write"
         self.arguments, self.has_kwargs = inspect_function_arguments(unwrap_decorators(function))
         self.uri_parser = operation.uri_parser_class(operation.parameters, operation.body_definition())
         self.response = OperationResponseDecorator(operation=operation, jsonifier=jsonifier)

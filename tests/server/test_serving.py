@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
-
-import uvicorn
 
 from server.cli import SERVE_LOOP, uvicorn_options
+from tests.server.test_client_ip import served  # serves with `integration-hub serve`'s uvicorn options
 
 CLIENTS = 10
 
@@ -59,34 +57,22 @@ def _request(port: int, path: str) -> socket.socket:
 def test_serve_runs_a_loop_that_accepts_waiting_connections_in_one_iteration(settings):
     assert SERVE_LOOP == uvicorn_options(settings)["loop"]
     app = TickingApp()
-    options = uvicorn_options(settings) | {"log_level": "warning", "lifespan": "off"}
-    options.pop("host"), options.pop("port")
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, **options))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
     clients: list[socket.socket] = []
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        clients.append(_request(port, "/hold"))
-        assert app.holding.wait(timeout=30)
-        # The kernel completes these handshakes and buffers the requests while the loop is held.
-        clients += [_request(port, f"/c{i}") for i in range(CLIENTS)]
-        app.release.set()
-        for client in clients:
-            assert client.recv(64).startswith(b"HTTP/1.1 204")
-        assert len(app.arrivals) == CLIENTS
-        # asyncio's loop: all ten in the same few iterations. uvloop: one more iteration per
-        # connection (its arrivals spread over 10+ iterations).
-        assert max(app.arrivals) - min(app.arrivals) <= 2, app.arrivals
-    finally:
-        for client in clients:
-            client.close()
-        server.should_exit = True
-        thread.join(timeout=15)
-        listener.close()
+    with served(app, settings) as base:
+        port = int(base.rsplit(":", 1)[1])
+        try:
+            clients.append(_request(port, "/hold"))
+            assert app.holding.wait(timeout=30)
+            # The kernel completes these handshakes and buffers the requests while the loop is held.
+            clients += [_request(port, f"/c{i}") for i in range(CLIENTS)]
+            app.release.set()
+            for client in clients:
+                assert client.recv(64).startswith(b"HTTP/1.1 204")
+        finally:
+            app.release.set()
+            for client in clients:
+                client.close()
+    assert len(app.arrivals) == CLIENTS
+    # asyncio's loop: all ten in the same few iterations. uvloop: one more iteration per
+    # connection (its arrivals spread over 10+ iterations).
+    assert max(app.arrivals) - min(app.arrivals) <= 2, app.arrivals
